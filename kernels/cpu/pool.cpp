@@ -1,0 +1,122 @@
+#include <algorithm>
+#include <limits>
+
+#include "kernels/pool.h"
+
+namespace cxr::cpu {
+
+template <typename T>
+void max_pool2d_forward(ThreadPool& pool, const Pool2dShape& s, const T* x, T* y, int64_t* argmax) {
+  const int64_t P = s.P(), Q = s.Q();
+  pool.parallel_for(s.N * s.C, 4, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const T* xp = x + i * s.H * s.W;
+      for (int64_t p = 0; p < P; ++p)
+        for (int64_t q = 0; q < Q; ++q) {
+          const int64_t h0 = p * s.sh - s.ph, w0 = q * s.sw - s.pw;
+          T best = -std::numeric_limits<T>::infinity();
+          int64_t best_i = -1;
+          for (int64_t h = std::max<int64_t>(h0, 0); h < std::min(h0 + s.kh, s.H); ++h)
+            for (int64_t w = std::max<int64_t>(w0, 0); w < std::min(w0 + s.kw, s.W); ++w) {
+              const T v = xp[h * s.W + w];
+              // NaN propagates, as in PyTorch.
+              if (best_i < 0 || v > best || v != v) {
+                best = v;
+                best_i = h * s.W + w;
+                if (v != v) goto done;
+              }
+            }
+        done:
+          y[(i * P + p) * Q + q] = best;
+          argmax[(i * P + p) * Q + q] = best_i;
+        }
+    }
+  });
+}
+
+template <typename T>
+void max_pool2d_backward(ThreadPool& pool, const Pool2dShape& s, const T* dy, const int64_t* argmax, T* dx) {
+  const int64_t PQ = s.P() * s.Q(), HW = s.H * s.W;
+  pool.parallel_for(s.N * s.C, 4, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      T* dxp = dx + i * HW;
+      std::fill(dxp, dxp + HW, T(0));
+      for (int64_t j = 0; j < PQ; ++j) {
+        const int64_t a = argmax[i * PQ + j];
+        if (a >= 0) dxp[a] += dy[i * PQ + j];
+      }
+    }
+  });
+}
+
+template <typename T>
+void avg_pool2d_forward(ThreadPool& pool, const Pool2dShape& s, const T* x, T* y) {
+  const int64_t P = s.P(), Q = s.Q();
+  const T inv = T(1) / static_cast<T>(s.kh * s.kw);
+  pool.parallel_for(s.N * s.C, 4, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const T* xp = x + i * s.H * s.W;
+      for (int64_t p = 0; p < P; ++p)
+        for (int64_t q = 0; q < Q; ++q) {
+          const int64_t h0 = p * s.sh - s.ph, w0 = q * s.sw - s.pw;
+          T acc = 0;
+          for (int64_t h = std::max<int64_t>(h0, 0); h < std::min(h0 + s.kh, s.H); ++h)
+            for (int64_t w = std::max<int64_t>(w0, 0); w < std::min(w0 + s.kw, s.W); ++w) acc += xp[h * s.W + w];
+          y[(i * P + p) * Q + q] = acc * inv;
+        }
+    }
+  });
+}
+
+template <typename T>
+void avg_pool2d_backward(ThreadPool& pool, const Pool2dShape& s, const T* dy, T* dx) {
+  const int64_t P = s.P(), Q = s.Q(), HW = s.H * s.W;
+  const T inv = T(1) / static_cast<T>(s.kh * s.kw);
+  pool.parallel_for(s.N * s.C, 4, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      T* dxp = dx + i * HW;
+      std::fill(dxp, dxp + HW, T(0));
+      for (int64_t p = 0; p < P; ++p)
+        for (int64_t q = 0; q < Q; ++q) {
+          const int64_t h0 = p * s.sh - s.ph, w0 = q * s.sw - s.pw;
+          const T g = dy[(i * P + p) * Q + q] * inv;
+          for (int64_t h = std::max<int64_t>(h0, 0); h < std::min(h0 + s.kh, s.H); ++h)
+            for (int64_t w = std::max<int64_t>(w0, 0); w < std::min(w0 + s.kw, s.W); ++w) dxp[h * s.W + w] += g;
+        }
+    }
+  });
+}
+
+template <typename T>
+void global_avg_pool_forward(ThreadPool& pool, int64_t NC, int64_t HW, const T* x, T* y) {
+  pool.parallel_for(NC, 16, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      T acc = 0;
+      for (int64_t j = 0; j < HW; ++j) acc += x[i * HW + j];
+      y[i] = acc / static_cast<T>(HW);
+    }
+  });
+}
+
+template <typename T>
+void global_avg_pool_backward(ThreadPool& pool, int64_t NC, int64_t HW, const T* dy, T* dx) {
+  pool.parallel_for(NC, 16, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const T g = dy[i] / static_cast<T>(HW);
+      for (int64_t j = 0; j < HW; ++j) dx[i * HW + j] = g;
+    }
+  });
+}
+
+#define CXR_INSTANTIATE(T)                                                                                 \
+  template void max_pool2d_forward<T>(ThreadPool&, const Pool2dShape&, const T*, T*, int64_t*);            \
+  template void max_pool2d_backward<T>(ThreadPool&, const Pool2dShape&, const T*, const int64_t*, T*);     \
+  template void avg_pool2d_forward<T>(ThreadPool&, const Pool2dShape&, const T*, T*);                      \
+  template void avg_pool2d_backward<T>(ThreadPool&, const Pool2dShape&, const T*, T*);                     \
+  template void global_avg_pool_forward<T>(ThreadPool&, int64_t, int64_t, const T*, T*);                   \
+  template void global_avg_pool_backward<T>(ThreadPool&, int64_t, int64_t, const T*, T*);
+CXR_INSTANTIATE(float)
+CXR_INSTANTIATE(double)
+#undef CXR_INSTANTIATE
+
+}  // namespace cxr::cpu

@@ -1,0 +1,27 @@
+// Dense matrix multiply. Row-major storage throughout.
+//
+//   C[M, N] = alpha * op(A) * op(B) + beta * C
+//   op(A) is A[M, K] (lda >= K) or, with trans_a, A stored as [K, M] (lda >= M);
+//   op(B) is B[K, N] (ldb >= N) or, with trans_b, B stored as [N, K] (ldb >= K).
+// beta == 0 overwrites C without reading it (C may hold NaN).
+#pragma once
+
+#include <cstdint>
+
+#include "runtime/thread_pool.h"
+
+namespace cxr::cpu {
+
+enum class Trans : bool { no = false, yes = true };
+
+// Single-threaded (Eigen's blocked GEMM); safe to call from inside a parallel region.
+template <typename T>
+void gemm(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
+          const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
+
+// Same contract, split over the pool's threads along M or N (whichever is larger).
+template <typename T>
+void gemm_parallel(ThreadPool& pool, Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, T alpha,
+                   const T* A, int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
+
+}  // namespace cxr::cpu

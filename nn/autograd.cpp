@@ -1,0 +1,151 @@
+#include "nn/autograd.h"
+
+#include <unordered_map>
+#include <unordered_set>
+
+#include "kernels/elementwise.h"
+
+namespace cxr::nn {
+
+namespace {
+thread_local bool t_grad_enabled = true;
+
+// g_sum = a + b in a new tensor (neither input is modified: either may be shared).
+Tensor add_new(const Tensor& a, const Tensor& b) {
+  CXR_CHECK(a.shape() == b.shape() && a.dtype() == b.dtype(), "autograd: gradients ", a.str(), " and ", b.str(),
+            " for the same tensor do not match");
+  Tensor out = Tensor::empty(a.shape(), a.dtype(), a.device());
+  dispatch_float(a.dtype(), "autograd accumulate", [&]<typename T>() {
+    cpu::axpby<T>(default_thread_pool(), a.numel(), T(1), a.data<T>(), T(1), b.data<T>(), out.data<T>());
+  });
+  return out;
+}
+
+void add_into(Tensor& dst, const Tensor& g) {
+  dispatch_float(dst.dtype(), "autograd accumulate", [&]<typename T>() {
+    cpu::add_inplace<T>(default_thread_pool(), dst.numel(), g.data<T>(), dst.data<T>());
+  });
+}
+
+// Accumulates g into a tensor's .grad, never sharing g's storage (g may be handed to
+// several tensors by the same backward, as add does).
+void accumulate_into_grad(TensorImpl* t, const Tensor& g) {
+  if (!t->grad.defined()) t->grad = g.clone();
+  else add_into(t->grad, g);
+}
+
+struct Pending {
+  Tensor g;
+  bool owned = false;  // g was allocated here and may be updated in place
+};
+}  // namespace
+
+bool grad_enabled() { return t_grad_enabled; }
+void set_grad_enabled(bool on) { t_grad_enabled = on; }
+
+Node::Node(std::string name, std::vector<Tensor> inputs, BackwardFn fn)
+    : name_(std::move(name)), inputs_(std::move(inputs)), fn_(std::move(fn)) {}
+
+void Node::run(const Tensor& grad_out, std::vector<Tensor>& grad_inputs) const {
+  if (!fn_)
+    throw Error("backward through '" + name_ +
+                "' a second time: its saved tensors were freed by the first backward (pass retain_graph = true)");
+  fn_(grad_out, grad_inputs);
+}
+
+void Node::release() {
+  fn_ = nullptr;
+  inputs_.clear();
+}
+
+bool needs_record(std::initializer_list<const Tensor*> inputs) {
+  if (!t_grad_enabled) return false;
+  for (const Tensor* t : inputs)
+    if (t && t->requires_grad()) return true;
+  return false;
+}
+
+bool needs_record(const std::vector<Tensor>& inputs) {
+  if (!t_grad_enabled) return false;
+  for (const Tensor& t : inputs)
+    if (t.requires_grad()) return true;
+  return false;
+}
+
+void record(Tensor& out, const char* name, std::vector<Tensor> inputs, Node::BackwardFn fn) {
+  out.set_grad_fn(std::make_shared<Node>(name, std::move(inputs), std::move(fn)));
+}
+
+void backward(const Tensor& root, const Tensor& grad_out, bool retain_graph) {
+  CXR_CHECK(root.defined(), "backward: root tensor is undefined");
+  CXR_CHECK(root.requires_grad(), "backward: ", root.str(),
+            " does not require grad (no input of the graph has requires_grad set, or it was built under NoGradGuard)");
+  Tensor seed = grad_out;
+  if (!seed.defined()) {
+    CXR_CHECK(root.numel() == 1, "backward: root ", root.str(),
+              " is not a scalar; pass the gradient of the loss with respect to it");
+    seed = Tensor::ones(root.shape(), root.dtype(), root.device());
+  }
+  CXR_CHECK(seed.shape() == root.shape() && seed.dtype() == root.dtype(), "backward: gradient ", seed.str(),
+            " does not match root ", root.str());
+  // Gradient mode off while running backward functions: they call kernels directly,
+  // but any helper op they use must not extend the graph.
+  NoGradGuard no_grad;
+
+  // Post-order DFS over tensors (inputs before the tensors computed from them).
+  std::vector<TensorImpl*> order;
+  std::vector<std::shared_ptr<TensorImpl>> keep_alive;  // release() may drop the last other owner
+  std::unordered_set<TensorImpl*> visited;
+  std::vector<std::pair<TensorImpl*, size_t>> stack;
+  stack.emplace_back(root.impl(), 0);
+  visited.insert(root.impl());
+  while (!stack.empty()) {
+    auto& [t, next] = stack.back();
+    const Node* node = t->grad_fn.get();
+    if (node && next < node->inputs().size()) {
+      const Tensor& in = node->inputs()[next++];
+      if (in.requires_grad() && visited.insert(in.impl()).second) {
+        keep_alive.push_back(in.impl_ptr());
+        stack.emplace_back(in.impl(), 0);
+      }
+      continue;
+    }
+    order.push_back(t);
+    stack.pop_back();
+  }
+
+  std::unordered_map<TensorImpl*, Pending> pending;
+  pending[root.impl()] = {seed, false};
+  for (auto it = order.rbegin(); it != order.rend(); ++it) {
+    TensorImpl* t = *it;
+    auto p = pending.find(t);
+    if (p == pending.end()) continue;  // no gradient flowed here
+    const Tensor g = std::move(p->second.g);
+    pending.erase(p);
+    if (!t->grad_fn) {
+      accumulate_into_grad(t, g);
+      continue;
+    }
+    if (t->retains_grad) accumulate_into_grad(t, g);
+    Node& node = *t->grad_fn;
+    std::vector<Tensor> grads(node.inputs().size());
+    node.run(g, grads);
+    for (size_t i = 0; i < grads.size(); ++i) {
+      if (!grads[i].defined() || !node.needs_grad(i)) continue;
+      const Tensor& in = node.inputs()[i];
+      CXR_CHECK(grads[i].shape() == in.shape(), "backward of '", node.name(), "': gradient ", grads[i].str(),
+                " for input ", i, " does not match its shape ", in.str());
+      auto [slot, fresh] = pending.try_emplace(in.impl());
+      if (fresh) {
+        slot->second = {grads[i], false};
+      } else if (slot->second.owned) {
+        add_into(slot->second.g, grads[i]);
+      } else {
+        slot->second = {add_new(slot->second.g, grads[i]), true};
+      }
+    }
+    if (!retain_graph) node.release();
+  }
+}
+
+}  // namespace cxr::nn

@@ -1,0 +1,67 @@
+#include "runtime/rng.h"
+
+namespace cxr {
+
+uint64_t Generator::next_below(uint64_t n) {
+  CXR_CHECK(n > 0, "Generator::next_below(0)");
+  // 64 random bits; draws in the incomplete top range [limit, 2^64) are rejected, which
+  // removes the modulo bias. Each attempt draws a fresh block: a retry must be as random
+  // as the first draw, or the results it decides are not uniform.
+  const uint64_t limit = UINT64_MAX - UINT64_MAX % n;
+  for (;;) {
+    const PhiloxBlock b = philox4x32(seed_, reserve(4), 0);
+    const uint64_t x = (static_cast<uint64_t>(b.v[0]) << 32) | b.v[1];
+    if (x < limit) return x % n;
+  }
+}
+
+template <typename T>
+static void fill_uniform_t(T* p, int64_t n, uint64_t seed, uint64_t base, double lo, double hi) {
+  for (int64_t i = 0; i < n; ++i)
+    p[i] = static_cast<T>(lo + (hi - lo) * bits_to_uniform(philox_bits(seed, base, static_cast<uint64_t>(i))));
+}
+
+template <typename T>
+static void fill_normal_t(T* p, int64_t n, uint64_t seed, uint64_t base, double mean, double sd) {
+  // Box-Muller on pairs (2k, 2k+1): both values come from one block, so any element
+  // can be computed on its own.
+  constexpr double kTwoPi = 6.283185307179586;
+  for (int64_t i = 0; i < n; ++i) {
+    const uint64_t pair = static_cast<uint64_t>(i) & ~uint64_t{1};
+    const double u1 = bits_to_uniform_open(philox_bits(seed, base, pair));
+    const double u2 = bits_to_uniform(philox_bits(seed, base, pair + 1));
+    const double r = std::sqrt(-2.0 * std::log(u1));
+    const double z = (i & 1) ? r * std::sin(kTwoPi * u2) : r * std::cos(kTwoPi * u2);
+    p[i] = static_cast<T>(mean + sd * z);
+  }
+}
+
+void Generator::fill_uniform(Tensor& t, double lo, double hi) {
+  CXR_CHECK(t.device().is_cpu(), "fill_uniform: ", t.str(), " is not on the CPU");
+  const uint64_t base = reserve(t.numel());
+  dispatch_float(t.dtype(), "fill_uniform", [&]<typename T>() {
+    fill_uniform_t(t.data<T>(), t.numel(), seed_, base, lo, hi);
+  });
+}
+
+void Generator::fill_normal(Tensor& t, double mean, double stddev) {
+  CXR_CHECK(t.device().is_cpu(), "fill_normal: ", t.str(), " is not on the CPU");
+  const uint64_t base = reserve(t.numel() + 1);
+  dispatch_float(t.dtype(), "fill_normal", [&]<typename T>() {
+    fill_normal_t(t.data<T>(), t.numel(), seed_, base, mean, stddev);
+  });
+}
+
+Tensor rand_uniform(const Shape& shape, Generator& gen, double lo, double hi, DType dtype) {
+  Tensor t = Tensor::empty(shape, dtype);
+  gen.fill_uniform(t, lo, hi);
+  return t;
+}
+
+Tensor rand_normal(const Shape& shape, Generator& gen, double mean, double stddev, DType dtype) {
+  Tensor t = Tensor::empty(shape, dtype);
+  gen.fill_normal(t, mean, stddev);
+  return t;
+}
+
+}  // namespace cxr

@@ -1,0 +1,133 @@
+#include "runtime/thread_pool.h"
+
+#include <algorithm>
+
+namespace cxr {
+
+namespace {
+thread_local bool t_in_parallel_region = false;
+
+int hardware_threads() {
+  const unsigned h = std::thread::hardware_concurrency();
+  return h ? static_cast<int>(h) : 1;
+}
+}  // namespace
+
+// One parallel region. Workers hold it by shared_ptr, so a worker that wakes late
+// finds the counter exhausted and never touches a newer job's state.
+struct ThreadPool::Job {
+  const std::function<void(int64_t, int64_t, int64_t)>* fn = nullptr;
+  int64_t n = 0, chunks = 0;
+  std::atomic<int64_t> next{0};
+  int64_t done = 0;  // guarded by the pool mutex
+  std::exception_ptr error;
+};
+
+ThreadPool::ThreadPool(int num_threads) { start(num_threads <= 0 ? hardware_threads() : num_threads); }
+
+ThreadPool::~ThreadPool() { stop(); }
+
+void ThreadPool::set_num_threads(int n) {
+  std::lock_guard<std::mutex> run_lock(run_mutex_);
+  stop();
+  start(n <= 0 ? hardware_threads() : n);
+}
+
+void ThreadPool::start(int n) {
+  num_threads_ = n;
+  stopping_ = false;
+  for (int i = 1; i < n; ++i) workers_.emplace_back([this] { worker_loop(); });
+}
+
+void ThreadPool::stop() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stopping_ = true;
+  }
+  cv_work_.notify_all();
+  for (auto& w : workers_) w.join();
+  workers_.clear();
+}
+
+int64_t ThreadPool::num_chunks(int64_t n, int64_t grain) const {
+  if (n <= 0) return 0;
+  grain = std::max<int64_t>(grain, 1);
+  return std::max<int64_t>(1, std::min<int64_t>(num_threads_, n / grain));
+}
+
+void ThreadPool::run_chunks(Job& job) {
+  // Chunk c covers [c*n/C, (c+1)*n/C): balanced, and fixed by (n, C).
+  for (;;) {
+    const int64_t c = job.next.fetch_add(1);
+    if (c >= job.chunks) return;
+    std::exception_ptr err;
+    try {
+      (*job.fn)(c, c * job.n / job.chunks, (c + 1) * job.n / job.chunks);
+    } catch (...) {
+      err = std::current_exception();
+    }
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (err && !job.error) job.error = err;
+    if (++job.done == job.chunks) cv_done_.notify_all();
+  }
+}
+
+void ThreadPool::worker_loop() {
+  t_in_parallel_region = true;
+  uint64_t seen = 0;
+  for (;;) {
+    std::shared_ptr<Job> job;
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      cv_work_.wait(lock, [&] { return stopping_ || generation_ != seen; });
+      if (stopping_) return;
+      seen = generation_;
+      job = job_;
+    }
+    if (job) run_chunks(*job);
+  }
+}
+
+void ThreadPool::parallel_chunks(int64_t n, int64_t grain,
+                                 const std::function<void(int64_t, int64_t, int64_t)>& fn) {
+  const int64_t chunks = num_chunks(n, grain);
+  if (chunks == 0) return;
+  std::unique_lock<std::mutex> run_lock(run_mutex_, std::defer_lock);
+  if (chunks == 1 || t_in_parallel_region || !run_lock.try_lock()) {
+    // Inline, with the same chunk boundaries, so results do not depend on whether the
+    // pool was free.
+    for (int64_t c = 0; c < chunks; ++c) fn(c, c * n / chunks, (c + 1) * n / chunks);
+    return;
+  }
+  auto job = std::make_shared<Job>();
+  job->fn = &fn;
+  job->n = n;
+  job->chunks = chunks;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    job_ = job;
+    ++generation_;
+  }
+  cv_work_.notify_all();
+  t_in_parallel_region = true;
+  run_chunks(*job);
+  t_in_parallel_region = false;
+  std::exception_ptr err;
+  {
+    std::unique_lock<std::mutex> lock(mutex_);
+    cv_done_.wait(lock, [&] { return job->done == job->chunks; });
+    job_.reset();
+    err = job->error;
+  }
+  if (err) std::rethrow_exception(err);
+}
+
+ThreadPool& default_thread_pool() {
+  static ThreadPool pool(0);
+  return pool;
+}
+
+void set_num_threads(int n) { default_thread_pool().set_num_threads(n); }
+int get_num_threads() { return default_thread_pool().num_threads(); }
+
+}  // namespace cxr
