@@ -19,6 +19,15 @@ template <typename T>
 void gemm(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
           const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
 
+// The AVX2/FMA single-precision path behind gemm<float>; returns false (doing nothing)
+// on CPUs without AVX2 and FMA. Exposed for tests and benchmarks.
+bool sgemm_avx2(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+                const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+// Eigen's GEMM, the portable path (and the double-precision one).
+template <typename T>
+void gemm_eigen(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
+                const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
+
 // Same contract, split over the pool's threads along M or N (whichever is larger).
 template <typename T>
 void gemm_parallel(ThreadPool& pool, Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, T alpha,

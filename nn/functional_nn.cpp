@@ -246,6 +246,11 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Ten
   check_vec(bias, "bias", false);
   check_vec(running_mean, "running_mean", !training);
   check_vec(running_var, "running_var", !training);
+  // The update below writes both; one without the other is a caller bug, not a request
+  // to update half the statistics.
+  CXR_CHECK(running_mean.defined() == running_var.defined(),
+            "batch_norm: running_mean and running_var must be given together, got running_mean ",
+            running_mean.str(), " and running_var ", running_var.str());
   CXR_CHECK(eps > 0, "batch_norm: eps must be > 0");
   if (training) CXR_CHECK(N * HW > 1, "batch_norm: training needs more than one value per channel, got input ", x.str());
   Tensor y = empty_like(x);

@@ -44,12 +44,19 @@ void Module::load_state_dict(const std::map<std::string, Tensor>& state, bool st
       CXR_CHECK(mine.count(name), "load_state_dict: unexpected entry '", name, "' (", t.str(),
                 ") not in this ", type_name());
   }
+  // Every entry is checked before any is copied, so a rejected load leaves the module
+  // as it was instead of half old and half new.
   for (const auto& [name, dst] : mine) {
     auto it = state.find(name);
     if (it == state.end()) continue;
     const Tensor& src = it->second;
     CXR_CHECK(src.defined() && src.shape() == dst.shape(), "load_state_dict: '", name, "' has shape ",
               src.defined() ? shape_str(src.shape()) : "undefined", ", the module expects ", shape_str(dst.shape()));
+  }
+  for (const auto& [name, dst] : mine) {
+    auto it = state.find(name);
+    if (it == state.end()) continue;
+    const Tensor& src = it->second;
     Tensor value = src.dtype() == dst.dtype() ? src : src.to(dst.dtype());
     Tensor d = dst;  // shares storage with the module's tensor
     d.copy_(value.device() == d.device() ? value : value.to(d.device()));

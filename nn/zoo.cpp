@@ -70,6 +70,7 @@ json simple_cnn_layers(const json& spec) {
   }
   const int64_t hidden = get_int(spec, "hidden", 128, w, 0);
   const double p = get_double(spec, "dropout", 0.25, w);
+  if (!(p >= 0 && p < 1)) spec_error(w, "'dropout' = " + std::to_string(p) + " must be in [0, 1)");
   json layers = json::array();
   for (int64_t c : channels) {
     layers.push_back(conv_l(c, 3, 1, 1));
@@ -94,6 +95,8 @@ json resnet_layers(const std::string& arch, const json& spec, int64_t h, int64_t
   if (arch == "resnet18") blocks = {2, 2, 2, 2};
   else if (arch == "resnet34") blocks = {3, 4, 6, 3};
   else { blocks = {3, 4, 6, 3}; block = "bottleneck"; }  // resnet50
+  if (spec.contains("stem") && !spec["stem"].is_string())
+    spec_error(arch, "'stem' must be auto, imagenet or small, got " + spec["stem"].dump());
   std::string stem = spec.value("stem", "auto");
   if (stem == "auto") stem = std::max(h, w) > 64 ? "imagenet" : "small";
   if (stem != "imagenet" && stem != "small") spec_error(arch, "'stem' must be auto, imagenet or small, got " + stem);
@@ -126,6 +129,7 @@ json mobilenet_v2_layers(const json& spec) {
   const double wm = get_double(spec, "width_mult", 1.0, "mobilenet_v2");
   if (!(wm > 0)) spec_error("mobilenet_v2", "'width_mult' must be > 0");
   const double p = get_double(spec, "dropout", 0.2, "mobilenet_v2");
+  if (!(p >= 0 && p < 1)) spec_error("mobilenet_v2", "'dropout' = " + std::to_string(p) + " must be in [0, 1)");
   // (expand t, channels c, repeats n, first stride s), Sandler et al. Table 2.
   const int64_t cfg[7][4] = {{1, 16, 1, 1}, {6, 24, 2, 2}, {6, 32, 3, 2}, {6, 64, 4, 2},
                              {6, 96, 3, 1}, {6, 160, 3, 2}, {6, 320, 1, 1}};

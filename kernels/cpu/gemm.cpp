@@ -1,5 +1,7 @@
 #include "kernels/gemm.h"
 
+#include <type_traits>
+
 #include <Eigen/Core>
 
 namespace cxr::cpu {
@@ -14,6 +16,17 @@ using MMap = Eigen::Map<RowMat<T>, Eigen::Unaligned, Eigen::OuterStride<>>;
 template <typename T>
 void gemm(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
           const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
+  if constexpr (std::is_same_v<T, float>) {
+    // Tiny products are dominated by packing; Eigen's unpacked paths do better there.
+    const bool tiny = M < 8 || N < 8 || M * N * K < (1 << 18);
+    if (!tiny && sgemm_avx2(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)) return;
+  }
+  gemm_eigen(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+template <typename T>
+void gemm_eigen(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
+                const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
   if (M == 0 || N == 0) return;
   MMap<T> c(C, M, N, Eigen::OuterStride<>(ldc));
   if (K == 0) {
@@ -55,6 +68,8 @@ void gemm_parallel(ThreadPool& pool, Trans ta, Trans tb, int64_t M, int64_t N, i
 #define CXR_INSTANTIATE(T)                                                                             \
   template void gemm<T>(Trans, Trans, int64_t, int64_t, int64_t, T, const T*, int64_t, const T*,       \
                         int64_t, T, T*, int64_t);                                                      \
+  template void gemm_eigen<T>(Trans, Trans, int64_t, int64_t, int64_t, T, const T*, int64_t, const T*, \
+                              int64_t, T, T*, int64_t);                                                \
   template void gemm_parallel<T>(ThreadPool&, Trans, Trans, int64_t, int64_t, int64_t, T, const T*,    \
                                  int64_t, const T*, int64_t, T, T*, int64_t);
 CXR_INSTANTIATE(float)

@@ -1,0 +1,196 @@
+// Single-precision GEMM for x86-64 CPUs with AVX2 and FMA, in the BLIS structure
+// (Van Zee & van de Geijn 2015): B is packed into KC x NC panels that live in L3, A
+// into MC x KC blocks that live in L2, and a 6x16 register-blocked micro-kernel keeps
+// 12 accumulators in ymm registers (12 of 16), loading two B vectors and broadcasting
+// one A element per FMA pair. Packing zero-pads ragged edges, so the micro-kernel has
+// no bounds checks; edge tiles are written through a small buffer.
+//
+// Compiled with per-function target attributes, so the file builds into portable
+// binaries too; sgemm_avx2 reports whether it ran (false on CPUs without AVX2/FMA).
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+
+#include "kernels/gemm.h"
+
+namespace cxr::cpu {
+
+namespace {
+
+constexpr int64_t MR = 6, NR = 16;
+constexpr int64_t KC = 256, MC = 96, NC = 2048;
+
+struct AlignedFree {
+  void operator()(float* p) const { std::free(p); }
+};
+
+// Per-thread packing buffers, allocated once (conv kernels call this from pool workers).
+float* pack_buffer(int which, size_t floats) {
+  thread_local std::unique_ptr<float, AlignedFree> bufs[2];
+  thread_local size_t sizes[2] = {0, 0};
+  if (sizes[which] < floats) {
+    bufs[which].reset(static_cast<float*>(std::aligned_alloc(64, ((floats * 4 + 63) / 64) * 64)));
+    sizes[which] = bufs[which] ? floats : 0;
+    if (!bufs[which]) throw std::bad_alloc();
+  }
+  return bufs[which].get();
+}
+
+// op(A) rows [i0, i0+mc), cols [k0, k0+kc) -> panels of MR rows: dst[(p*kc + k)*MR + r].
+void pack_a(Trans ta, const float* A, int64_t lda, int64_t i0, int64_t k0, int64_t mc, int64_t kc, float* dst) {
+  for (int64_t p = 0; p < mc; p += MR) {
+    const int64_t rows = std::min(MR, mc - p);
+    float* out = dst + p * kc;
+    if (ta == Trans::no) {
+      for (int64_t r = 0; r < MR; ++r) {
+        if (r < rows) {
+          const float* src = A + (i0 + p + r) * lda + k0;
+          for (int64_t k = 0; k < kc; ++k) out[k * MR + r] = src[k];
+        } else {
+          for (int64_t k = 0; k < kc; ++k) out[k * MR + r] = 0.0f;
+        }
+      }
+    } else {
+      for (int64_t k = 0; k < kc; ++k) {
+        const float* src = A + (k0 + k) * lda + i0 + p;
+        for (int64_t r = 0; r < MR; ++r) out[k * MR + r] = r < rows ? src[r] : 0.0f;
+      }
+    }
+  }
+}
+
+// op(B) rows [k0, k0+kc), cols [j0, j0+nc) -> panels of NR cols: dst[(p*kc + k)*NR + c].
+// Untransposed B is read row by row (contiguous) and scattered to the panels: reading
+// it panel by panel instead walks kc rows ldb apart, one page each for conv shapes.
+void pack_b(Trans tb, const float* B, int64_t ldb, int64_t k0, int64_t j0, int64_t kc, int64_t nc, float* dst) {
+  const int64_t full = nc / NR * NR;
+  if (tb == Trans::no) {
+    for (int64_t k = 0; k < kc; ++k) {
+      const float* src = B + (k0 + k) * ldb + j0;
+      for (int64_t p = 0; p < full; p += NR) std::memcpy(dst + p * kc + k * NR, src + p, sizeof(float) * NR);
+      if (full < nc) {
+        float* out = dst + full * kc + k * NR;
+        for (int64_t c = 0; c < NR; ++c) out[c] = full + c < nc ? src[full + c] : 0.0f;
+      }
+    }
+    return;
+  }
+  for (int64_t p = 0; p < nc; p += NR) {
+    const int64_t cols = std::min(NR, nc - p);
+    float* out = dst + p * kc;
+    for (int64_t c = 0; c < NR; ++c) {
+      if (c < cols) {
+        const float* src = B + (j0 + p + c) * ldb + k0;
+        for (int64_t k = 0; k < kc; ++k) out[k * NR + c] = src[k];
+      } else {
+        for (int64_t k = 0; k < kc; ++k) out[k * NR + c] = 0.0f;
+      }
+    }
+  }
+}
+
+// C[0:MR, 0:NR] (ldc) = alpha * Apanel (kc x MR) * Bpanel (kc x NR) + beta * C, for the
+// rows x cols valid part; beta == 0 stores without reading C.
+__attribute__((target("avx2,fma"))) void micro_kernel(int64_t kc, const float* a, const float* b, float* C,
+                                                      int64_t ldc, float alpha, float beta, int64_t rows,
+                                                      int64_t cols) {
+  __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps(), c10 = _mm256_setzero_ps(),
+         c11 = _mm256_setzero_ps(), c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps(),
+         c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps(), c40 = _mm256_setzero_ps(),
+         c41 = _mm256_setzero_ps(), c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
+  for (int64_t k = 0; k < kc; ++k) {
+    const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
+    __m256 av = _mm256_broadcast_ss(a + 0);
+    c00 = _mm256_fmadd_ps(av, b0, c00);
+    c01 = _mm256_fmadd_ps(av, b1, c01);
+    av = _mm256_broadcast_ss(a + 1);
+    c10 = _mm256_fmadd_ps(av, b0, c10);
+    c11 = _mm256_fmadd_ps(av, b1, c11);
+    av = _mm256_broadcast_ss(a + 2);
+    c20 = _mm256_fmadd_ps(av, b0, c20);
+    c21 = _mm256_fmadd_ps(av, b1, c21);
+    av = _mm256_broadcast_ss(a + 3);
+    c30 = _mm256_fmadd_ps(av, b0, c30);
+    c31 = _mm256_fmadd_ps(av, b1, c31);
+    av = _mm256_broadcast_ss(a + 4);
+    c40 = _mm256_fmadd_ps(av, b0, c40);
+    c41 = _mm256_fmadd_ps(av, b1, c41);
+    av = _mm256_broadcast_ss(a + 5);
+    c50 = _mm256_fmadd_ps(av, b0, c50);
+    c51 = _mm256_fmadd_ps(av, b1, c51);
+    a += MR;
+    b += NR;
+  }
+  const __m256 al = _mm256_set1_ps(alpha), be = _mm256_set1_ps(beta);
+  const __m256 acc[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
+  if (rows == MR && cols == NR) {
+    for (int64_t r = 0; r < MR; ++r) {
+      float* cr = C + r * ldc;
+      if (beta == 0.0f) {
+        _mm256_storeu_ps(cr, _mm256_mul_ps(al, acc[r][0]));
+        _mm256_storeu_ps(cr + 8, _mm256_mul_ps(al, acc[r][1]));
+      } else if (beta == 1.0f) {
+        _mm256_storeu_ps(cr, _mm256_fmadd_ps(al, acc[r][0], _mm256_loadu_ps(cr)));
+        _mm256_storeu_ps(cr + 8, _mm256_fmadd_ps(al, acc[r][1], _mm256_loadu_ps(cr + 8)));
+      } else {
+        _mm256_storeu_ps(cr, _mm256_fmadd_ps(al, acc[r][0], _mm256_mul_ps(be, _mm256_loadu_ps(cr))));
+        _mm256_storeu_ps(cr + 8, _mm256_fmadd_ps(al, acc[r][1], _mm256_mul_ps(be, _mm256_loadu_ps(cr + 8))));
+      }
+    }
+    return;
+  }
+  alignas(32) float tile[MR][NR];
+  for (int64_t r = 0; r < MR; ++r) {
+    _mm256_store_ps(tile[r], acc[r][0]);
+    _mm256_store_ps(tile[r] + 8, acc[r][1]);
+  }
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c)
+      C[r * ldc + c] = alpha * tile[r][c] + (beta == 0.0f ? 0.0f : beta * C[r * ldc + c]);
+}
+
+bool cpu_has_avx2_fma() {
+  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return ok;
+}
+
+}  // namespace
+
+bool sgemm_avx2(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+                const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  if (!cpu_has_avx2_fma()) return false;
+  if (M == 0 || N == 0) return true;
+  if (K == 0 || alpha == 0.0f) {
+    // beta == 0 must not read C: it may hold NaN.
+    for (int64_t i = 0; i < M; ++i) {
+      float* row = C + i * ldc;
+      if (beta == 0.0f) std::fill(row, row + N, 0.0f);
+      else if (beta != 1.0f) for (int64_t j = 0; j < N; ++j) row[j] *= beta;
+    }
+    return true;
+  }
+  float* bpack = pack_buffer(0, static_cast<size_t>(KC * ((std::min(N, NC) + NR - 1) / NR * NR)));
+  float* apack = pack_buffer(1, static_cast<size_t>(KC * ((std::min(M, MC) + MR - 1) / MR * MR)));
+  for (int64_t jc = 0; jc < N; jc += NC) {
+    const int64_t nc = std::min(NC, N - jc);
+    for (int64_t pc = 0; pc < K; pc += KC) {
+      const int64_t kc = std::min(KC, K - pc);
+      const float beta_k = pc == 0 ? beta : 1.0f;  // the first K block applies beta, later ones accumulate
+      pack_b(tb, B, ldb, pc, jc, kc, nc, bpack);
+      for (int64_t ic = 0; ic < M; ic += MC) {
+        const int64_t mc = std::min(MC, M - ic);
+        pack_a(ta, A, lda, ic, pc, mc, kc, apack);
+        for (int64_t jr = 0; jr < nc; jr += NR)
+          for (int64_t ir = 0; ir < mc; ir += MR)
+            micro_kernel(kc, apack + ir * kc, bpack + jr * kc, C + (ic + ir) * ldc + jc + jr, ldc, alpha,
+                         beta_k, std::min(MR, mc - ir), std::min(NR, nc - jr));
+      }
+    }
+  }
+  return true;
+}
+
+}  // namespace cxr::cpu
