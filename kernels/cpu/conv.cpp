@@ -12,63 +12,109 @@ namespace cxr::cpu {
 
 namespace {
 
-// col (Cg*R*S, P*Q) for channels [c0, c0+Cg) of one image.
+// Rows of the im2col matrix (Cg*R*S rows, one column per output pixel) for channels
+// [c0, c0+Cg) of one image, restricted to output pixels [pix0, pix0+npix):
+// col[row*ldcol + j] = x[c, p*sh - ph + r*dh, q*sw - pw + t*dw] for pixel pix0+j = p*Q+q.
 template <typename T>
-void im2col(const Conv2dShape& s, const T* x, int64_t c0, int64_t Cg, T* col) {
-  const int64_t P = s.P(), Q = s.Q();
+void im2col(const Conv2dShape& s, const T* x, int64_t c0, int64_t Cg, int64_t pix0, int64_t npix, T* col,
+            int64_t ldcol) {
+  const int64_t Q = s.Q();
   for (int64_t c = 0; c < Cg; ++c) {
     const T* xc = x + (c0 + c) * s.H * s.W;
     for (int64_t r = 0; r < s.R; ++r)
       for (int64_t t = 0; t < s.S; ++t) {
-        T* row = col + ((c * s.R + r) * s.S + t) * P * Q;
-        for (int64_t p = 0; p < P; ++p) {
+        T* row = col + ((c * s.R + r) * s.S + t) * ldcol;
+        const int64_t off = t * s.dil_w - s.pad_w;
+        for (int64_t j = 0; j < npix;) {
+          const int64_t pix = pix0 + j, p = pix / Q, q0 = pix % Q;
+          const int64_t n = std::min(Q - q0, npix - j);  // pixels left in this output row
+          T* out = row + j;
           const int64_t ih = p * s.stride_h - s.pad_h + r * s.dil_h;
-          T* out = row + p * Q;
           if (ih < 0 || ih >= s.H) {
-            std::fill(out, out + Q, T(0));
-            continue;
-          }
-          const T* xrow = xc + ih * s.W;
-          const int64_t off = t * s.dil_w - s.pad_w;
-          if (s.stride_w == 1) {
-            // valid q range: 0 <= q + off < W
-            const int64_t q0 = std::clamp<int64_t>(-off, 0, Q), q1 = std::clamp<int64_t>(s.W - off, 0, Q);
-            std::fill(out, out + q0, T(0));
-            if (q1 > q0) std::memcpy(out + q0, xrow + q0 + off, sizeof(T) * (q1 - q0));
-            std::fill(out + std::max(q0, q1), out + Q, T(0));
+            std::fill(out, out + n, T(0));
           } else {
-            for (int64_t q = 0; q < Q; ++q) {
-              const int64_t iw = q * s.stride_w + off;
-              out[q] = (iw >= 0 && iw < s.W) ? xrow[iw] : T(0);
+            const T* xrow = xc + ih * s.W;
+            if (s.stride_w == 1) {
+              // valid q: 0 <= q + off < W, within [q0, q0+n)
+              const int64_t qa = std::clamp<int64_t>(-off, q0, q0 + n), qb = std::clamp<int64_t>(s.W - off, q0, q0 + n);
+              std::fill(out, out + (qa - q0), T(0));
+              if (qb > qa) std::memcpy(out + (qa - q0), xrow + qa + off, sizeof(T) * (qb - qa));
+              std::fill(out + (std::max(qa, qb) - q0), out + n, T(0));
+            } else {
+              for (int64_t q = q0; q < q0 + n; ++q) {
+                const int64_t iw = q * s.stride_w + off;
+                out[q - q0] = (iw >= 0 && iw < s.W) ? xrow[iw] : T(0);
+              }
             }
           }
+          j += n;
         }
       }
   }
 }
 
-// dx[c0:c0+Cg] += col2im(col).
+// dx[c0:c0+Cg] += col2im(col) for output pixels [pix0, pix0+npix) (inverse scatter of im2col).
 template <typename T>
-void col2im_add(const Conv2dShape& s, const T* col, int64_t c0, int64_t Cg, T* dx) {
-  const int64_t P = s.P(), Q = s.Q();
+void col2im_add(const Conv2dShape& s, const T* col, int64_t ldcol, int64_t c0, int64_t Cg, int64_t pix0,
+                int64_t npix, T* dx) {
+  const int64_t Q = s.Q();
   for (int64_t c = 0; c < Cg; ++c) {
     T* dxc = dx + (c0 + c) * s.H * s.W;
     for (int64_t r = 0; r < s.R; ++r)
       for (int64_t t = 0; t < s.S; ++t) {
-        const T* row = col + ((c * s.R + r) * s.S + t) * P * Q;
-        for (int64_t p = 0; p < P; ++p) {
+        const T* row = col + ((c * s.R + r) * s.S + t) * ldcol;
+        const int64_t off = t * s.dil_w - s.pad_w;
+        for (int64_t j = 0; j < npix;) {
+          const int64_t pix = pix0 + j, p = pix / Q, q0 = pix % Q;
+          const int64_t n = std::min(Q - q0, npix - j);
           const int64_t ih = p * s.stride_h - s.pad_h + r * s.dil_h;
-          if (ih < 0 || ih >= s.H) continue;
-          T* dxrow = dxc + ih * s.W;
-          const T* in = row + p * Q;
-          const int64_t off = t * s.dil_w - s.pad_w;
-          for (int64_t q = 0; q < Q; ++q) {
-            const int64_t iw = q * s.stride_w + off;
-            if (iw >= 0 && iw < s.W) dxrow[iw] += in[q];
+          if (ih >= 0 && ih < s.H) {
+            T* dxrow = dxc + ih * s.W;
+            const T* in = row + j - q0;
+            if (s.stride_w == 1) {
+              // valid q: 0 <= q + off < W; a branch-free loop the compiler vectorises
+              const int64_t qa = std::clamp<int64_t>(-off, q0, q0 + n), qb = std::clamp<int64_t>(s.W - off, q0, q0 + n);
+              T* d = dxrow + off;
+              for (int64_t q = qa; q < qb; ++q) d[q] += in[q];
+            } else {
+              for (int64_t q = q0; q < q0 + n; ++q) {
+                const int64_t iw = q * s.stride_w + off;
+                if (iw >= 0 && iw < s.W) dxrow[iw] += in[q];
+              }
+            }
           }
+          j += n;
         }
       }
   }
+}
+
+// The GEMM columns (image, output pixel) are cut into tiles so that a tile's im2col
+// block stays in cache between being written and being packed by the GEMM, and so that
+// small feature maps (late ResNet stages) still give the GEMM a wide N. A tile is
+// either a pixel range of one image (large maps) or several whole images (small maps).
+struct Tile {
+  int64_t n0, nimg, pix0, npix;  // images [n0, n0+nimg), pixels [pix0, pix0+npix) of each
+  int64_t cols() const { return nimg * npix; }
+};
+
+std::vector<Tile> make_tiles(const Conv2dShape& s, int64_t CRS) {
+  const int64_t PQ = s.P() * s.Q();
+  // ~1 MiB of float im2col rows per tile, at least 256 columns for GEMM efficiency.
+  int64_t target = std::max<int64_t>(256, (262144 / std::max<int64_t>(CRS, 1)) / 16 * 16);
+  std::vector<Tile> tiles;
+  if (PQ >= target) {
+    const int64_t per = (PQ + target - 1) / target;  // tiles per image, balanced
+    for (int64_t n = 0; n < s.N; ++n)
+      for (int64_t i = 0; i < per; ++i) {
+        const int64_t a = i * PQ / per, b = (i + 1) * PQ / per;
+        tiles.push_back({n, 1, a, b - a});
+      }
+  } else {
+    const int64_t g = std::max<int64_t>(1, target / PQ);
+    for (int64_t n = 0; n < s.N; n += g) tiles.push_back({n, std::min(g, s.N - n), 0, PQ});
+  }
+  return tiles;
 }
 
 bool is_pointwise(const Conv2dShape& s) {
@@ -122,40 +168,59 @@ void conv2d_forward(ThreadPool& pool, const Conv2dShape& s, const T* x, const T*
     });
     return;
   }
+  const int64_t HW = s.H * s.W;
+  const std::vector<Tile> tiles = make_tiles(s, CRS);
   const bool pw = is_pointwise(s);
-  // With fewer images than threads, parallelise inside each GEMM instead.
-  const bool per_image = s.N >= pool.num_threads();
-  auto one_image = [&](int64_t n, std::vector<T>& col, bool threaded) {
-    for (int64_t g = 0; g < G; ++g) {
-      const T* src;
-      if (pw) {
-        src = x + (n * s.C + g * Cg) * PQ;
-      } else {
-        im2col(s, x + n * s.C * s.H * s.W, g * Cg, Cg, col.data());
-        src = col.data();
-      }
-      T* yg = y + (n * s.K + g * Kg) * PQ;
-      if (threaded)
-        gemm_parallel(pool, Trans::no, Trans::no, Kg, PQ, CRS, T(1), w + g * Kg * CRS, CRS, src, PQ, T(0), yg, PQ);
-      else
-        gemm(Trans::no, Trans::no, Kg, PQ, CRS, T(1), w + g * Kg * CRS, CRS, src, PQ, T(0), yg, PQ);
-      if (b)
-        for (int64_t k = 0; k < Kg; ++k) {
-          const T bv = b[g * Kg + k];
-          T* row = yg + k * PQ;
-          for (int64_t i = 0; i < PQ; ++i) row[i] += bv;
+  // With fewer tiles than threads, parallelise inside each GEMM instead.
+  const bool threaded_gemm = static_cast<int64_t>(tiles.size()) < pool.num_threads();
+  pool.parallel_for(static_cast<int64_t>(tiles.size()), 1, [&](int64_t t0, int64_t t1) {
+    std::vector<T> col, out;
+    for (int64_t ti = t0; ti < t1; ++ti) {
+      const Tile& tl = tiles[ti];
+      const int64_t cols = tl.cols();
+      for (int64_t g = 0; g < G; ++g) {
+        // B: the tile's im2col block (CRS x cols), or x itself for a 1x1 conv on one image.
+        const T* src;
+        int64_t ldb;
+        if (pw && tl.nimg == 1) {
+          src = x + (tl.n0 * s.C + g * Cg) * HW + tl.pix0;
+          ldb = HW;
+        } else {
+          col.resize(CRS * cols);
+          for (int64_t i = 0; i < tl.nimg; ++i)
+            im2col(s, x + (tl.n0 + i) * s.C * HW, g * Cg, Cg, tl.pix0, tl.npix, col.data() + i * tl.npix, cols);
+          src = col.data();
+          ldb = cols;
         }
+        // C: straight into y for a single image, else a buffer scattered per image.
+        T* dst;
+        int64_t ldc;
+        if (tl.nimg == 1) {
+          dst = y + (tl.n0 * s.K + g * Kg) * PQ + tl.pix0;
+          ldc = PQ;
+        } else {
+          out.resize(Kg * cols);
+          dst = out.data();
+          ldc = cols;
+        }
+        if (threaded_gemm)
+          gemm_parallel(pool, Trans::no, Trans::no, Kg, cols, CRS, T(1), w + g * Kg * CRS, CRS, src, ldb, T(0), dst, ldc);
+        else
+          gemm(Trans::no, Trans::no, Kg, cols, CRS, T(1), w + g * Kg * CRS, CRS, src, ldb, T(0), dst, ldc);
+        for (int64_t i = 0; i < tl.nimg; ++i)
+          for (int64_t k = 0; k < Kg; ++k) {
+            T* yrow = y + ((tl.n0 + i) * s.K + g * Kg + k) * PQ + tl.pix0;
+            const T bv = b ? b[g * Kg + k] : T(0);
+            if (tl.nimg > 1) {
+              const T* orow = out.data() + k * cols + i * tl.npix;
+              for (int64_t j = 0; j < tl.npix; ++j) yrow[j] = orow[j] + bv;
+            } else if (b) {
+              for (int64_t j = 0; j < tl.npix; ++j) yrow[j] += bv;
+            }
+          }
+      }
     }
-  };
-  if (per_image) {
-    pool.parallel_for(s.N, 1, [&](int64_t n0, int64_t n1) {
-      std::vector<T> col(pw ? 0 : CRS * PQ);
-      for (int64_t n = n0; n < n1; ++n) one_image(n, col, false);
-    });
-  } else {
-    std::vector<T> col(pw ? 0 : CRS * PQ);
-    for (int64_t n = 0; n < s.N; ++n) one_image(n, col, true);
-  }
+  });
 }
 
 template <typename T>
@@ -191,31 +256,54 @@ void conv2d_backward_data(ThreadPool& pool, const Conv2dShape& s, const T* dy, c
     });
     return;
   }
-  const bool pw = is_pointwise(s);
-  const bool per_image = s.N >= pool.num_threads();
-  auto one_image = [&](int64_t n, std::vector<T>& col, bool threaded) {
-    T* dxn = dx + n * s.C * HW;
-    if (!pw) std::fill(dxn, dxn + s.C * HW, T(0));
-    for (int64_t g = 0; g < G; ++g) {
-      const T* dyg = dy + (n * s.K + g * Kg) * PQ;
-      T* dst = pw ? dxn + g * Cg * HW : col.data();
-      // col (CRS, PQ) = W_g^T (CRS, Kg) * dy_g (Kg, PQ)
-      if (threaded)
-        gemm_parallel(pool, Trans::yes, Trans::no, CRS, PQ, Kg, T(1), w + g * Kg * CRS, CRS, dyg, PQ, T(0), dst, PQ);
-      else
-        gemm(Trans::yes, Trans::no, CRS, PQ, Kg, T(1), w + g * Kg * CRS, CRS, dyg, PQ, T(0), dst, PQ);
-      if (!pw) col2im_add(s, col.data(), g * Cg, Cg, dxn);
-    }
-  };
-  if (per_image) {
-    pool.parallel_for(s.N, 1, [&](int64_t n0, int64_t n1) {
-      std::vector<T> col(pw ? 0 : CRS * PQ);
-      for (int64_t n = n0; n < n1; ++n) one_image(n, col, false);
-    });
-  } else {
-    std::vector<T> col(pw ? 0 : CRS * PQ);
-    for (int64_t n = 0; n < s.N; ++n) one_image(n, col, true);
+  const std::vector<Tile> tiles = make_tiles(s, CRS);
+  // Tiles of one image scatter into overlapping rows of dx, so work is split by image
+  // groups: a unit is all tiles of one image, or one multi-image tile.
+  std::vector<std::pair<int64_t, int64_t>> units;  // [first tile, last tile)
+  for (int64_t i = 0; i < static_cast<int64_t>(tiles.size());) {
+    int64_t j = i + 1;
+    while (j < static_cast<int64_t>(tiles.size()) && tiles[j].n0 == tiles[i].n0) ++j;
+    units.emplace_back(i, j);
+    i = j;
   }
+  const bool threaded_gemm = static_cast<int64_t>(units.size()) < pool.num_threads();
+  pool.parallel_for(static_cast<int64_t>(units.size()), 1, [&](int64_t u0, int64_t u1) {
+    std::vector<T> col, dyt;
+    for (int64_t u = u0; u < u1; ++u) {
+      const Tile& first = tiles[units[u].first];
+      std::fill(dx + first.n0 * s.C * HW, dx + (first.n0 + first.nimg) * s.C * HW, T(0));
+      for (int64_t ti = units[u].first; ti < units[u].second; ++ti) {
+        const Tile& tl = tiles[ti];
+        const int64_t cols = tl.cols();
+        col.resize(CRS * cols);
+        for (int64_t g = 0; g < G; ++g) {
+          // B: dy rows of this group for the tile (Kg x cols).
+          const T* dyg;
+          int64_t ldb;
+          if (tl.nimg == 1) {
+            dyg = dy + (tl.n0 * s.K + g * Kg) * PQ + tl.pix0;
+            ldb = PQ;
+          } else {
+            dyt.resize(Kg * cols);
+            for (int64_t k = 0; k < Kg; ++k)
+              for (int64_t i = 0; i < tl.nimg; ++i)
+                std::memcpy(dyt.data() + k * cols + i * tl.npix, dy + ((tl.n0 + i) * s.K + g * Kg + k) * PQ,
+                            sizeof(T) * tl.npix);
+            dyg = dyt.data();
+            ldb = cols;
+          }
+          // col (CRS x cols) = W_g^T (CRS x Kg) * dy_g (Kg x cols)
+          if (threaded_gemm)
+            gemm_parallel(pool, Trans::yes, Trans::no, CRS, cols, Kg, T(1), w + g * Kg * CRS, CRS, dyg, ldb, T(0),
+                          col.data(), cols);
+          else
+            gemm(Trans::yes, Trans::no, CRS, cols, Kg, T(1), w + g * Kg * CRS, CRS, dyg, ldb, T(0), col.data(), cols);
+          for (int64_t i = 0; i < tl.nimg; ++i)
+            col2im_add(s, col.data() + i * tl.npix, cols, g * Cg, Cg, tl.pix0, tl.npix, dx + (tl.n0 + i) * s.C * HW);
+        }
+      }
+    }
+  });
 }
 
 template <typename T>
@@ -267,27 +355,51 @@ void conv2d_backward_weight(ThreadPool& pool, const Conv2dShape& s, const T* x, 
     });
     return;
   }
+  const std::vector<Tile> tiles = make_tiles(s, CRS);
   const bool pw = is_pointwise(s);
-  // Each chunk of images accumulates into its own dw; chunks are summed in order.
-  const int64_t chunks = pool.num_chunks(s.N, 1);
+  // Each chunk of tiles accumulates into its own dw; chunks are summed in order, so the
+  // result depends only on the thread count, not on scheduling.
+  const int64_t ntiles = static_cast<int64_t>(tiles.size());
+  const int64_t chunks = pool.num_chunks(ntiles, 1);
   std::vector<std::vector<T>> partial(chunks);
-  pool.parallel_chunks(s.N, 1, [&](int64_t ci, int64_t n0, int64_t n1) {
+  pool.parallel_chunks(ntiles, 1, [&](int64_t ci, int64_t t0, int64_t t1) {
     std::vector<T>& acc = partial[ci];
     acc.assign(wsize, T(0));
-    std::vector<T> col(pw ? 0 : CRS * PQ);
-    for (int64_t n = n0; n < n1; ++n)
+    std::vector<T> col, dyt;
+    for (int64_t ti = t0; ti < t1; ++ti) {
+      const Tile& tl = tiles[ti];
+      const int64_t cols = tl.cols();
       for (int64_t g = 0; g < G; ++g) {
         const T* src;
-        if (pw) {
-          src = x + (n * s.C + g * Cg) * HW;
+        int64_t ldb;
+        if (pw && tl.nimg == 1) {
+          src = x + (tl.n0 * s.C + g * Cg) * HW + tl.pix0;
+          ldb = HW;
         } else {
-          im2col(s, x + n * s.C * HW, g * Cg, Cg, col.data());
+          col.resize(CRS * cols);
+          for (int64_t i = 0; i < tl.nimg; ++i)
+            im2col(s, x + (tl.n0 + i) * s.C * HW, g * Cg, Cg, tl.pix0, tl.npix, col.data() + i * tl.npix, cols);
           src = col.data();
+          ldb = cols;
         }
-        // dw_g (Kg, CRS) += dy_g (Kg, PQ) * col^T (PQ, CRS)
-        gemm(Trans::no, Trans::yes, Kg, CRS, PQ, T(1), dy + (n * s.K + g * Kg) * PQ, PQ, src, PQ, T(1),
-             acc.data() + g * Kg * CRS, CRS);
+        const T* dyg;
+        int64_t lda;
+        if (tl.nimg == 1) {
+          dyg = dy + (tl.n0 * s.K + g * Kg) * PQ + tl.pix0;
+          lda = PQ;
+        } else {
+          dyt.resize(Kg * cols);
+          for (int64_t k = 0; k < Kg; ++k)
+            for (int64_t i = 0; i < tl.nimg; ++i)
+              std::memcpy(dyt.data() + k * cols + i * tl.npix, dy + ((tl.n0 + i) * s.K + g * Kg + k) * PQ,
+                          sizeof(T) * tl.npix);
+          dyg = dyt.data();
+          lda = cols;
+        }
+        // dw_g (Kg x CRS) += dy_g (Kg x cols) * col^T (cols x CRS)
+        gemm(Trans::no, Trans::yes, Kg, CRS, cols, T(1), dyg, lda, src, ldb, T(1), acc.data() + g * Kg * CRS, CRS);
       }
+    }
   });
   std::copy(partial[0].begin(), partial[0].end(), dw);
   for (int64_t c = 1; c < chunks; ++c)
