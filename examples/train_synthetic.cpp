@@ -108,7 +108,7 @@ int main(int argc, char** argv) {
     }
 
     auto model = nn::build_model(nn::arch_spec("simple_cnn", 1, kClasses, kSize, kSize), args.seed);
-    nn::Adam opt(nn::make_param_groups(*model, 3e-3, 1e-4), {.lr = 3e-3});
+    nn::Adam opt(*model, {.lr = 3e-3, .weight_decay = 1e-4});
     const int64_t steps_per_epoch = args.samples / args.batch;
     nn::CosineWarmupLR sched(opt, steps_per_epoch / 4, args.epochs * steps_per_epoch, 0.05, 0.1);
     std::printf("simple_cnn: %lld parameters, %lld images of %lldx%lld, %lld classes, %d threads\n",

@@ -13,6 +13,19 @@ void check_param(const Tensor& p, const char* opt) {
   CXR_CHECK(p.device().is_cpu(), opt, ": parameter ", p.str(), " is not on the CPU; CUDA needs the CUDA backend");
 }
 
+// Options' lr / weight_decay, when set, must match every group's.
+void check_options(const char* opt, double lr, double wd, const std::vector<ParamGroup>& groups) {
+  for (size_t i = 0; i < groups.size(); ++i) {
+    CXR_CHECK(std::isnan(lr) || lr == groups[i].lr, opt, ": options.lr = ", lr, " disagrees with parameter group ",
+              i, " ('", groups[i].name, "', lr ", groups[i].lr, "); set the learning rate in one place");
+    CXR_CHECK(std::isnan(wd) || wd == groups[i].weight_decay, opt, ": options.weight_decay = ", wd,
+              " disagrees with parameter group ", i, " ('", groups[i].name, "', weight_decay ",
+              groups[i].weight_decay, "); set it in one place");
+  }
+}
+
+double or_default(double v, double def) { return std::isnan(v) ? def : v; }
+
 std::string slot(size_t g, size_t i, const char* s) {
   return std::to_string(g) + "." + std::to_string(i) + "." + s;
 }
@@ -53,7 +66,13 @@ void Optimizer::set_lr(double lr) {
   for (auto& g : groups_) g.lr = lr;
 }
 
+SGD::SGD(const Module& m, const SgdOptions& o)
+    : SGD(make_param_groups(m, or_default(o.lr, 0.01), or_default(o.weight_decay, 0.0)),
+          SgdOptions{std::numeric_limits<double>::quiet_NaN(), o.momentum, o.dampening,
+                     std::numeric_limits<double>::quiet_NaN(), o.nesterov}) {}
+
 SGD::SGD(std::vector<ParamGroup> groups, const SgdOptions& o) : Optimizer(std::move(groups)), o_(o) {
+  check_options("SGD", o.lr, o.weight_decay, groups_);
   CXR_CHECK(o.momentum >= 0 && o.dampening >= 0, "SGD: momentum and dampening must be >= 0");
   CXR_CHECK(!o.nesterov || (o.momentum > 0 && o.dampening == 0), "SGD: Nesterov needs momentum > 0 and dampening 0");
   for (auto& g : groups_) momentum_.emplace_back(g.params.size());
@@ -100,7 +119,13 @@ void SGD::load_state(const std::map<std::string, Tensor>& s, int64_t steps) {
   steps_ = steps;
 }
 
+Adam::Adam(const Module& m, const AdamOptions& o)
+    : Adam(make_param_groups(m, or_default(o.lr, 1e-3), or_default(o.weight_decay, 0.0)),
+           AdamOptions{std::numeric_limits<double>::quiet_NaN(), o.beta1, o.beta2, o.eps,
+                       std::numeric_limits<double>::quiet_NaN(), o.decoupled_weight_decay}) {}
+
 Adam::Adam(std::vector<ParamGroup> groups, const AdamOptions& o) : Optimizer(std::move(groups)), o_(o) {
+  check_options(o.decoupled_weight_decay ? "AdamW" : "Adam", o.lr, o.weight_decay, groups_);
   CXR_CHECK(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1, "Adam: betas (", o.beta1, ", ", o.beta2,
             ") must be in [0, 1)");
   CXR_CHECK(o.eps > 0, "Adam: eps must be > 0");

@@ -6,6 +6,7 @@
 // same hyper-parameters train the same way. step() skips parameters without a gradient.
 #pragma once
 
+#include <limits>
 #include <map>
 #include <memory>
 #include <string>
@@ -50,14 +51,21 @@ class Optimizer {
   int64_t steps_ = 0;
 };
 
+// lr and weight_decay live in the parameter groups. In the options they are optional
+// (NaN = unset): the Module constructors use them to build the groups, and the group
+// constructors reject options that disagree with a group, so a value set in one place
+// is never silently ignored.
 struct SgdOptions {
-  double lr = 0.01, momentum = 0.9, dampening = 0.0, weight_decay = 0.0;
+  double lr = std::numeric_limits<double>::quiet_NaN(), momentum = 0.9, dampening = 0.0,
+         weight_decay = std::numeric_limits<double>::quiet_NaN();
   bool nesterov = false;
 };
 
 class SGD : public Optimizer {
  public:
   SGD(std::vector<ParamGroup> groups, const SgdOptions& o);
+  // Groups from make_param_groups(m, o.lr (default 0.01), o.weight_decay (default 0)).
+  SGD(const Module& m, const SgdOptions& o);
   void step() override;
   std::string name() const override { return "sgd"; }
   std::map<std::string, Tensor> state() const override;
@@ -69,13 +77,16 @@ class SGD : public Optimizer {
 };
 
 struct AdamOptions {
-  double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0;
+  double lr = std::numeric_limits<double>::quiet_NaN(), beta1 = 0.9, beta2 = 0.999, eps = 1e-8,
+         weight_decay = std::numeric_limits<double>::quiet_NaN();
   bool decoupled_weight_decay = false;  // true: AdamW
 };
 
 class Adam : public Optimizer {
  public:
   Adam(std::vector<ParamGroup> groups, const AdamOptions& o);
+  // Groups from make_param_groups(m, o.lr (default 1e-3), o.weight_decay (default 0)).
+  Adam(const Module& m, const AdamOptions& o);
   void step() override;
   std::string name() const override { return o_.decoupled_weight_decay ? "adamw" : "adam"; }
   std::map<std::string, Tensor> state() const override;

@@ -158,15 +158,23 @@ SafetensorsFile safetensors_decode(const std::string& bytes, const std::string& 
     if (!sh.is_array() || sh.size() > static_cast<size_t>(kMaxDims))
       fail(at + " shape " + sh.dump() + " must be an array of at most " + std::to_string(kMaxDims) + " dims");
     Shape shape;
-    uint64_t numel = 1;
+    // Product of the non-zero dimensions, saturated at 2^62 so it cannot overflow. A zero
+    // dimension makes the tensor empty whatever the others are (the encoder writes such
+    // tensors with a data section smaller than their other dimensions).
+    constexpr uint64_t kSaturated = 1ull << 62;
+    uint64_t prod = 1;
+    bool empty = false;
     for (const json& d : sh) {
       if (!d.is_number_unsigned()) fail(at + " shape " + sh.dump() + " must hold non-negative integers");
       const uint64_t v = d.get<uint64_t>();
-      if (v > data_size && v > 1) fail(at + " dimension " + std::to_string(v) + " is larger than the data");
-      numel *= v;
-      if (numel > data_size) numel = data_size + 1;  // saturate: reported as a size mismatch below
-      shape.push_back(static_cast<int64_t>(v));
+      if (v == 0) empty = true;
+      else prod = prod > kSaturated / v ? kSaturated : prod * v;
+      shape.push_back(static_cast<int64_t>(std::min(v, kSaturated)));
     }
+    if (empty && prod >= kSaturated) fail(at + " shape " + sh.dump() + " has dimensions too large to represent");
+    if (!empty && prod > data_size)
+      fail(at + " shape " + sh.dump() + " needs more than the " + std::to_string(data_size) + "-byte data section");
+    const uint64_t numel = empty ? 0 : prod;
     const json& off = e["data_offsets"];
     if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() || !off[1].is_number_unsigned())
       fail(at + " data_offsets " + off.dump() + " must be [begin, end]");
@@ -182,17 +190,31 @@ SafetensorsFile safetensors_decode(const std::string& bytes, const std::string& 
     if (en > b) std::memcpy(t.raw_data(), data + b, en - b);
     out.tensors[name] = t;
   }
+  // Sorted by start, a non-empty range overlaps an earlier one exactly when it starts
+  // before the furthest end seen so far (comparing neighbours only would let an empty
+  // range in between hide the overlap). Empty ranges hold no bytes and never overlap.
   std::sort(ranges.begin(), ranges.end());
-  for (size_t i = 1; i < ranges.size(); ++i)
-    if (ranges[i].first < ranges[i - 1].second && ranges[i].second > ranges[i].first)
-      fail("tensor data ranges overlap at byte " + std::to_string(ranges[i].first));
+  uint64_t furthest_end = 0;
+  for (const auto& [b, en] : ranges) {
+    if (en == b) continue;
+    if (b < furthest_end) fail("tensor data ranges overlap at byte " + std::to_string(b));
+    furthest_end = en;
+  }
   return out;
 }
 
 SafetensorsFile load_safetensors(const std::string& path, const SafetensorsLimits& limits) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) throw FileError("cannot read '" + path + "': it is a directory");
   std::ifstream f(path, std::ios::binary);
   if (!f) throw FileError("cannot open '" + path + "': " + errno_text());
-  std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  std::string bytes;
+  try {
+    bytes.assign(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+  } catch (const std::exception& e) {
+    // libstdc++ reports read errors (EIO, EISDIR) by throwing from the stream buffer.
+    throw FileError("error reading '" + path + "': " + e.what());
+  }
   if (f.bad()) throw FileError("error reading '" + path + "'");
   return safetensors_decode(bytes, path, limits);
 }

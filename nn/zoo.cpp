@@ -326,7 +326,14 @@ json expand_spec(const json& spec) {
   out["in_channels"] = in_ch;
   out["num_classes"] = classes;
   out["input_size"] = {h, w};
-  if (spec.contains("arch")) {
+  // An explicit layer list wins over "arch": a saved model keeps both (the name for
+  // display, the layers for rebuilding), and must rebuild exactly as it was trained even
+  // if a named architecture's expansion changes later.
+  if (spec.contains("layers")) {
+    if (!spec["layers"].is_array() || spec["layers"].empty())
+      spec_error("top level", "needs a non-empty 'layers' array");
+    if (spec.contains("arch") && !spec["arch"].is_string()) spec_error("top level", "'arch' must be a string");
+  } else if (spec.contains("arch")) {
     if (!spec["arch"].is_string()) spec_error("top level", "'arch' must be a string");
     const std::string arch = spec["arch"];
     if (arch == "simple_cnn") out["layers"] = simple_cnn_layers(spec);
@@ -337,7 +344,7 @@ json expand_spec(const json& spec) {
       for (const auto& n : zoo_architectures()) names += (names.empty() ? "" : ", ") + n;
       spec_error("top level", "unknown arch '" + arch + "' (known: " + names + ")");
     }
-  } else if (!spec.contains("layers") || !spec["layers"].is_array() || spec["layers"].empty()) {
+  } else {
     spec_error("top level", "needs either 'arch' or a non-empty 'layers' array");
   }
   return out;

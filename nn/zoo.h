@@ -5,7 +5,8 @@
 //   {"arch": "simple_cnn", "channels": [32, 64, 128], "hidden": 128, "dropout": 0.25, ...}
 //   {"arch": "mobilenet_v2", "width_mult": 1.0, ...}      also "resnet34", "resnet50"
 //
-// or an explicit layer list (what a named architecture expands to):
+// or an explicit layer list (what a named architecture expands to; when a spec has
+// both, the layer list is used and "arch" is only a label):
 //
 //   {"in_channels": 1, "num_classes": 2, "input_size": [28, 28], "layers": [
 //      {"type": "conv", "out": 32, "kernel": 3, "stride": 1, "padding": 1, "bias": false},

@@ -1,5 +1,7 @@
 #include "runtime/rng.h"
 
+#include "runtime/thread_pool.h"
+
 namespace cxr {
 
 uint64_t Generator::next_below(uint64_t n) {
@@ -17,23 +19,30 @@ uint64_t Generator::next_below(uint64_t n) {
 
 template <typename T>
 static void fill_uniform_t(T* p, int64_t n, uint64_t seed, uint64_t base, double lo, double hi) {
-  for (int64_t i = 0; i < n; ++i)
-    p[i] = static_cast<T>(lo + (hi - lo) * bits_to_uniform(philox_bits(seed, base, static_cast<uint64_t>(i))));
+  // Element i depends only on (seed, base, i): the split over threads cannot change it.
+  default_thread_pool().parallel_for(n, 1 << 15, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i)
+      p[i] = static_cast<T>(lo + (hi - lo) * bits_to_uniform(philox_bits(seed, base, static_cast<uint64_t>(i))));
+  });
 }
 
 template <typename T>
 static void fill_normal_t(T* p, int64_t n, uint64_t seed, uint64_t base, double mean, double sd) {
-  // Box-Muller on pairs (2k, 2k+1): both values come from one block, so any element
-  // can be computed on its own.
+  // Box-Muller on pairs (2k, 2k+1): both values come from one Philox block, so any
+  // pair can be computed on its own, once.
   constexpr double kTwoPi = 6.283185307179586;
-  for (int64_t i = 0; i < n; ++i) {
-    const uint64_t pair = static_cast<uint64_t>(i) & ~uint64_t{1};
-    const double u1 = bits_to_uniform_open(philox_bits(seed, base, pair));
-    const double u2 = bits_to_uniform(philox_bits(seed, base, pair + 1));
-    const double r = std::sqrt(-2.0 * std::log(u1));
-    const double z = (i & 1) ? r * std::sin(kTwoPi * u2) : r * std::cos(kTwoPi * u2);
-    p[i] = static_cast<T>(mean + sd * z);
-  }
+  const int64_t pairs = (n + 1) / 2;
+  default_thread_pool().parallel_for(pairs, 1 << 14, [&](int64_t b, int64_t e) {
+    for (int64_t k = b; k < e; ++k) {
+      const uint64_t i = 2 * static_cast<uint64_t>(k);
+      const PhiloxBlock blk = philox4x32(seed, base + (i >> 2), 0);
+      const double u1 = bits_to_uniform_open(blk.v[i & 3]);
+      const double u2 = bits_to_uniform(blk.v[(i & 3) + 1]);
+      const double r = std::sqrt(-2.0 * std::log(u1));
+      p[i] = static_cast<T>(mean + sd * r * std::cos(kTwoPi * u2));
+      if (static_cast<int64_t>(i) + 1 < n) p[i + 1] = static_cast<T>(mean + sd * r * std::sin(kTwoPi * u2));
+    }
+  });
 }
 
 void Generator::fill_uniform(Tensor& t, double lo, double hi) {
