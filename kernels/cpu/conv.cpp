@@ -256,6 +256,28 @@ void conv2d_backward_data(ThreadPool& pool, const Conv2dShape& s, const T* dy, c
     });
     return;
   }
+  if (s.stride_h == 1 && s.stride_w == 1 && s.pad_h <= s.dil_h * (s.R - 1) && s.pad_w <= s.dil_w * (s.S - 1)) {
+    // With stride 1, dx is a forward convolution of dy with the flipped, transposed
+    // kernel and padding dil*(R-1) - pad: im2col on dy and a GEMM with depth K*R*S
+    // replace the shallow (depth K/groups) GEMM and the col2im scatter.
+    std::vector<T> wt(static_cast<size_t>(s.C) * Kg * s.R * s.S);  // (C, Kg, R, S)
+    for (int64_t g = 0; g < G; ++g)
+      for (int64_t k = 0; k < Kg; ++k)
+        for (int64_t c = 0; c < Cg; ++c)
+          for (int64_t r = 0; r < s.R; ++r)
+            for (int64_t t = 0; t < s.S; ++t)
+              wt[(((g * Cg + c) * Kg + k) * s.R + (s.R - 1 - r)) * s.S + (s.S - 1 - t)] =
+                  w[(((g * Kg + k) * Cg + c) * s.R + r) * s.S + t];
+    Conv2dShape t = s;
+    t.C = s.K;
+    t.H = P;
+    t.W = Q;
+    t.K = s.C;
+    t.pad_h = s.dil_h * (s.R - 1) - s.pad_h;
+    t.pad_w = s.dil_w * (s.S - 1) - s.pad_w;
+    conv2d_forward(pool, t, dy, wt.data(), static_cast<const T*>(nullptr), dx);
+    return;
+  }
   const std::vector<Tile> tiles = make_tiles(s, CRS);
   // Tiles of one image scatter into overlapping rows of dx, so work is split by image
   // groups: a unit is all tiles of one image, or one multi-image tile.
