@@ -53,29 +53,39 @@ void binary_broadcast(ThreadPool& pool, BinOp op, const Broadcast& bc, const T* 
 }
 
 template <typename T>
-void axpby(ThreadPool& pool, int64_t n, T alpha, const T* a, T beta, const T* b, T* y) {
+void axpby(ThreadPool& pool, int64_t n, T alpha, const T* a_, T beta, const T* b_, T* y_) {
   pool.parallel_for(n, kGrain, [&](int64_t s, int64_t e) {
+    const T* __restrict a = a_;
+    const T* __restrict b = b_;
+    T* y = y_;  // may alias a or b (in-place use)
     for (int64_t i = s; i < e; ++i) y[i] = alpha * a[i] + beta * b[i];
   });
 }
 
 template <typename T>
-void mul(ThreadPool& pool, int64_t n, const T* a, const T* b, T* y) {
+void mul(ThreadPool& pool, int64_t n, const T* a_, const T* b_, T* y_) {
   pool.parallel_for(n, kGrain, [&](int64_t s, int64_t e) {
+    const T* a = a_;
+    const T* b = b_;
+    T* y = y_;
     for (int64_t i = s; i < e; ++i) y[i] = a[i] * b[i];
   });
 }
 
 template <typename T>
-void add_inplace(ThreadPool& pool, int64_t n, const T* x, T* y) {
+void add_inplace(ThreadPool& pool, int64_t n, const T* x_, T* y_) {
   pool.parallel_for(n, kGrain, [&](int64_t s, int64_t e) {
+    const T* __restrict x = x_;
+    T* __restrict y = y_;
     for (int64_t i = s; i < e; ++i) y[i] += x[i];
   });
 }
 
 template <typename T>
-void scale(ThreadPool& pool, int64_t n, T alpha, const T* x, T* y) {
+void scale(ThreadPool& pool, int64_t n, T alpha, const T* x_, T* y_) {
   pool.parallel_for(n, kGrain, [&](int64_t s, int64_t e) {
+    const T* x = x_;
+    T* y = y_;  // in place allowed
     for (int64_t i = s; i < e; ++i) y[i] = alpha * x[i];
   });
 }

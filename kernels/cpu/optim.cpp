@@ -9,10 +9,13 @@ constexpr int64_t kGrain = 1 << 14;
 }
 
 template <typename T>
-void sgd_update(ThreadPool& pool, int64_t n, const SgdHyper& h, bool first_step, T* p, const T* g, T* buf) {
+void sgd_update(ThreadPool& pool, int64_t n, const SgdHyper& h, bool first_step, T* p_, const T* g_, T* buf_) {
   const T lr = static_cast<T>(h.lr), mom = static_cast<T>(h.momentum), wd = static_cast<T>(h.weight_decay);
   const T damp = static_cast<T>(1.0 - h.dampening);
   pool.parallel_for(n, kGrain, [&](int64_t s, int64_t e) {
+    T* __restrict p = p_;
+    const T* __restrict g = g_;
+    T* __restrict buf = buf_;
     for (int64_t i = s; i < e; ++i) {
       T d = g[i] + wd * p[i];
       if (h.momentum != 0) {
@@ -25,7 +28,7 @@ void sgd_update(ThreadPool& pool, int64_t n, const SgdHyper& h, bool first_step,
 }
 
 template <typename T>
-void adam_update(ThreadPool& pool, int64_t n, const AdamHyper& h, int64_t step, T* p, const T* g, T* m, T* v) {
+void adam_update(ThreadPool& pool, int64_t n, const AdamHyper& h, int64_t step, T* p_, const T* g_, T* m_, T* v_) {
   const double bc1 = 1.0 - std::pow(h.beta1, static_cast<double>(step));
   const double bc2 = 1.0 - std::pow(h.beta2, static_cast<double>(step));
   const T step_size = static_cast<T>(h.lr / bc1);
@@ -33,6 +36,10 @@ void adam_update(ThreadPool& pool, int64_t n, const AdamHyper& h, int64_t step, 
   const T b1 = static_cast<T>(h.beta1), b2 = static_cast<T>(h.beta2), eps = static_cast<T>(h.eps);
   const T wd = static_cast<T>(h.weight_decay), decay = static_cast<T>(1.0 - h.lr * h.weight_decay);
   pool.parallel_for(n, kGrain, [&](int64_t s, int64_t e) {
+    T* __restrict p = p_;
+    const T* __restrict g = g_;
+    T* __restrict m = m_;
+    T* __restrict v = v_;
     for (int64_t i = s; i < e; ++i) {
       T gi = g[i];
       if (h.decoupled) p[i] *= decay;

@@ -5,9 +5,45 @@
 
 namespace cxr::cpu {
 
+namespace {
+// 2x2 window, stride 2, no padding: the pooling of every small CNN. Same results as
+// the general loop (first maximum wins, NaN propagates).
+template <typename T>
+void max_pool_2x2(const Pool2dShape& s, int64_t plane, const T* x, T* y, int64_t* argmax) {
+  const int64_t P = s.P(), Q = s.Q();
+  const T* xp = x + plane * s.H * s.W;
+  T* yp = y + plane * P * Q;
+  int64_t* ap = argmax + plane * P * Q;
+  for (int64_t p = 0; p < P; ++p) {
+    const T* r0 = xp + 2 * p * s.W;
+    const T* r1 = r0 + s.W;
+    for (int64_t q = 0; q < Q; ++q) {
+      const int64_t w = 2 * q;
+      T best = r0[w];
+      int64_t bi = 2 * p * s.W + w;
+      const T c[3] = {r0[w + 1], r1[w], r1[w + 1]};
+      const int64_t ci[3] = {bi + 1, bi + s.W, bi + s.W + 1};
+      for (int j = 0; j < 3; ++j)
+        if (!(best != best) && (c[j] > best || c[j] != c[j])) {
+          best = c[j];
+          bi = ci[j];
+        }
+      yp[p * Q + q] = best;
+      ap[p * Q + q] = bi;
+    }
+  }
+}
+}  // namespace
+
 template <typename T>
 void max_pool2d_forward(ThreadPool& pool, const Pool2dShape& s, const T* x, T* y, int64_t* argmax) {
   const int64_t P = s.P(), Q = s.Q();
+  if (s.kh == 2 && s.kw == 2 && s.sh == 2 && s.sw == 2 && s.ph == 0 && s.pw == 0) {
+    pool.parallel_for(s.N * s.C, 4, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) max_pool_2x2(s, i, x, y, argmax);
+    });
+    return;
+  }
   pool.parallel_for(s.N * s.C, 4, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
       const T* xp = x + i * s.H * s.W;
