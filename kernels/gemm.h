@@ -23,6 +23,14 @@ void gemm(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, T alpha, const T*
 // on CPUs without AVX2 and FMA. Exposed for tests and benchmarks.
 bool sgemm_avx2(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
                 const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+// A packed once and reused by many products with the same A (conv weights across
+// tiles): sgemm_pack_a fills sgemm_packed_a_floats(M, K) floats; only valid when
+// sgemm_avx2_available().
+bool sgemm_avx2_available();
+size_t sgemm_packed_a_floats(int64_t M, int64_t K);
+void sgemm_pack_a(Trans ta, int64_t M, int64_t K, const float* A, int64_t lda, float* dst);
+void sgemm_avx2_prepacked(int64_t M, int64_t N, int64_t K, float alpha, const float* packed_a, Trans tb,
+                          const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
 // Eigen's GEMM, the portable path (and the double-precision one).
 template <typename T>
 void gemm_eigen(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,

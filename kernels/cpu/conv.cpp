@@ -3,6 +3,7 @@
 // R*S would waste most of its time on packing.
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/conv.h"
@@ -154,6 +155,37 @@ void dw_forward_plane(const Conv2dShape& s, const T* xc, const T* wk, T bias, T*
 
 }  // namespace
 
+// out (Kg x cols) = W_g (Kg x CRS) * B for every tile: in float on AVX2 machines the
+// weights are packed for the GEMM once per call instead of once per tile.
+template <typename T>
+class WeightGemm {
+ public:
+  WeightGemm(const T* w, int64_t G, int64_t Kg, int64_t CRS, bool enable) : w_(w), Kg_(Kg), CRS_(CRS) {
+    if constexpr (std::is_same_v<T, float>) {
+      if (enable && sgemm_avx2_available() && Kg >= 8) {
+        per_group_ = sgemm_packed_a_floats(Kg, CRS);
+        packed_.resize(per_group_ * G);
+        for (int64_t g = 0; g < G; ++g) sgemm_pack_a(Trans::no, Kg, CRS, w + g * Kg * CRS, CRS, packed_.data() + g * per_group_);
+      }
+    }
+  }
+  void run(int64_t g, int64_t cols, const T* b, int64_t ldb, T* c, int64_t ldc) const {
+    if constexpr (std::is_same_v<T, float>) {
+      if (!packed_.empty()) {
+        sgemm_avx2_prepacked(Kg_, cols, CRS_, 1.0f, packed_.data() + g * per_group_, Trans::no, b, ldb, 0.0f, c, ldc);
+        return;
+      }
+    }
+    gemm(Trans::no, Trans::no, Kg_, cols, CRS_, T(1), w_ + g * Kg_ * CRS_, CRS_, b, ldb, T(0), c, ldc);
+  }
+
+ private:
+  const T* w_;
+  int64_t Kg_, CRS_;
+  size_t per_group_ = 0;
+  std::vector<float> packed_;
+};
+
 template <typename T>
 void conv2d_forward(ThreadPool& pool, const Conv2dShape& s, const T* x, const T* w, const T* b, T* y) {
   const int64_t P = s.P(), Q = s.Q(), G = s.groups, Cg = s.C / G, Kg = s.K / G;
@@ -173,6 +205,8 @@ void conv2d_forward(ThreadPool& pool, const Conv2dShape& s, const T* x, const T*
   const bool pw = is_pointwise(s);
   // With fewer tiles than threads, parallelise inside each GEMM instead.
   const bool threaded_gemm = static_cast<int64_t>(tiles.size()) < pool.num_threads();
+  // Packing pays off once the weights are reused by a few tiles.
+  const WeightGemm<T> wg(w, G, Kg, CRS, !threaded_gemm && tiles.size() >= 4);
   pool.parallel_for(static_cast<int64_t>(tiles.size()), 1, [&](int64_t t0, int64_t t1) {
     std::vector<T> col, out;
     for (int64_t ti = t0; ti < t1; ++ti) {
@@ -206,7 +240,7 @@ void conv2d_forward(ThreadPool& pool, const Conv2dShape& s, const T* x, const T*
         if (threaded_gemm)
           gemm_parallel(pool, Trans::no, Trans::no, Kg, cols, CRS, T(1), w + g * Kg * CRS, CRS, src, ldb, T(0), dst, ldc);
         else
-          gemm(Trans::no, Trans::no, Kg, cols, CRS, T(1), w + g * Kg * CRS, CRS, src, ldb, T(0), dst, ldc);
+          wg.run(g, cols, src, ldb, dst, ldc);
         for (int64_t i = 0; i < tl.nimg; ++i)
           for (int64_t k = 0; k < Kg; ++k) {
             T* yrow = y + ((tl.n0 + i) * s.K + g * Kg + k) * PQ + tl.pix0;

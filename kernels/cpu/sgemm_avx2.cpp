@@ -159,10 +159,15 @@ bool cpu_has_avx2_fma() {
 
 }  // namespace
 
-bool sgemm_avx2(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
-                const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
-  if (!cpu_has_avx2_fma()) return false;
-  if (M == 0 || N == 0) return true;
+namespace {
+
+// Prepacked A layout: K block b (k0 = b*KC) starts at b * roundup(M, MR) * KC; inside
+// it, the M block starting at row ic starts at ic * kc, holding pack_a's panels.
+int64_t padded_m(int64_t M) { return (M + MR - 1) / MR * MR; }
+
+void gemm_blocked(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+                  const float* prepacked_a, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  if (M == 0 || N == 0) return;
   if (K == 0 || alpha == 0.0f) {
     // beta == 0 must not read C: it may hold NaN.
     for (int64_t i = 0; i < M; ++i) {
@@ -170,10 +175,10 @@ bool sgemm_avx2(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha
       if (beta == 0.0f) std::fill(row, row + N, 0.0f);
       else if (beta != 1.0f) for (int64_t j = 0; j < N; ++j) row[j] *= beta;
     }
-    return true;
+    return;
   }
   float* bpack = pack_buffer(0, static_cast<size_t>(KC * ((std::min(N, NC) + NR - 1) / NR * NR)));
-  float* apack = pack_buffer(1, static_cast<size_t>(KC * ((std::min(M, MC) + MR - 1) / MR * MR)));
+  float* abuf = prepacked_a ? nullptr : pack_buffer(1, static_cast<size_t>(KC * padded_m(std::min(M, MC))));
   for (int64_t jc = 0; jc < N; jc += NC) {
     const int64_t nc = std::min(NC, N - jc);
     for (int64_t pc = 0; pc < K; pc += KC) {
@@ -182,7 +187,13 @@ bool sgemm_avx2(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha
       pack_b(tb, B, ldb, pc, jc, kc, nc, bpack);
       for (int64_t ic = 0; ic < M; ic += MC) {
         const int64_t mc = std::min(MC, M - ic);
-        pack_a(ta, A, lda, ic, pc, mc, kc, apack);
+        const float* apack;
+        if (prepacked_a) {
+          apack = prepacked_a + (pc / KC) * padded_m(M) * KC + ic * kc;
+        } else {
+          pack_a(ta, A, lda, ic, pc, mc, kc, abuf);
+          apack = abuf;
+        }
         for (int64_t jr = 0; jr < nc; jr += NR)
           for (int64_t ir = 0; ir < mc; ir += MR)
             micro_kernel(kc, apack + ir * kc, bpack + jr * kc, C + (ic + ir) * ldc + jc + jr, ldc, alpha,
@@ -190,7 +201,34 @@ bool sgemm_avx2(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha
       }
     }
   }
+}
+
+}  // namespace
+
+bool sgemm_avx2(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+                const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  if (!cpu_has_avx2_fma()) return false;
+  gemm_blocked(ta, tb, M, N, K, alpha, A, lda, nullptr, B, ldb, beta, C, ldc);
   return true;
+}
+
+bool sgemm_avx2_available() { return cpu_has_avx2_fma(); }
+
+size_t sgemm_packed_a_floats(int64_t M, int64_t K) {
+  return static_cast<size_t>(padded_m(M) * KC * ((K + KC - 1) / KC));
+}
+
+void sgemm_pack_a(Trans ta, int64_t M, int64_t K, const float* A, int64_t lda, float* dst) {
+  for (int64_t pc = 0; pc < K; pc += KC) {
+    const int64_t kc = std::min(KC, K - pc);
+    for (int64_t ic = 0; ic < M; ic += MC)
+      pack_a(ta, A, lda, ic, pc, std::min(MC, M - ic), kc, dst + (pc / KC) * padded_m(M) * KC + ic * kc);
+  }
+}
+
+void sgemm_avx2_prepacked(int64_t M, int64_t N, int64_t K, float alpha, const float* packed_a, Trans tb,
+                          const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  gemm_blocked(Trans::no, tb, M, N, K, alpha, nullptr, 0, packed_a, B, ldb, beta, C, ldc);
 }
 
 }  // namespace cxr::cpu
