@@ -2,6 +2,8 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
+#include <unordered_map>
 #include <new>
 #include <sstream>
 
@@ -60,23 +62,102 @@ int64_t shape_numel(const Shape& s) {
 
 // ---------------------------------------------------------------- Storage
 
+namespace {
+
+constexpr size_t kCacheMin = 256 << 10;
+
+// Size classes: multiples of 64 B below kCacheMin; above, 8 classes per power of two
+// (at most 12.5% slack).
+size_t size_class(size_t bytes) {
+  if (bytes < kCacheMin) return ((bytes + 63) / 64) * 64;
+  size_t pow2 = kCacheMin;
+  while (pow2 * 2 <= bytes) pow2 *= 2;
+  const size_t step = pow2 / 8;
+  return ((bytes + step - 1) / step) * step;
+}
+
+class HostCache {
+ public:
+  HostCache() {
+    const char* env = std::getenv("CXR_HOST_CACHE_MB");
+    limit_ = (env ? std::strtoull(env, nullptr, 10) : 2048ull) << 20;
+  }
+  void* take(size_t cls) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = free_.find(cls);
+    if (it == free_.end() || it->second.empty()) return nullptr;
+    void* p = it->second.back();
+    it->second.pop_back();
+    cached_ -= cls;
+    return p;
+  }
+  void give(void* p, size_t cls) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (cached_ + cls <= limit_) {
+        free_[cls].push_back(p);
+        cached_ += cls;
+        return;
+      }
+    }
+    std::free(p);
+  }
+  size_t cached() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return cached_;
+  }
+  void clear() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (auto& [cls, v] : free_)
+      for (void* p : v) std::free(p);
+    free_.clear();
+    cached_ = 0;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::unordered_map<size_t, std::vector<void*>> free_;
+  size_t cached_ = 0, limit_ = 0;
+};
+
+// Never destroyed: storages freed during static destruction still find it.
+HostCache& host_cache() {
+  static HostCache* cache = new HostCache();
+  return *cache;
+}
+
+}  // namespace
+
+size_t host_cache_bytes() { return host_cache().cached(); }
+void empty_host_cache() { host_cache().clear(); }
+
 std::shared_ptr<Storage> Storage::allocate(size_t bytes, Device device) {
   if (device.is_cuda())
     throw Error("cannot allocate " + std::to_string(bytes) + " bytes on " + device.str() +
                 ": tensors on CUDA devices are not supported by this build yet");
   std::shared_ptr<Storage> s(new Storage());
-  // 64-byte alignment suits AVX-512 loads and cache lines; round the size up as
-  // aligned_alloc requires a multiple of the alignment.
-  const size_t rounded = ((bytes + 63) / 64) * 64;
-  s->ptr_ = rounded ? std::aligned_alloc(64, rounded) : nullptr;
-  if (rounded && !s->ptr_)
-    throw OutOfMemory("host allocation of " + std::to_string(bytes) + " bytes failed");
+  // 64-byte alignment suits AVX-512 loads and cache lines.
+  const size_t cls = size_class(bytes);
+  void* p = cls >= kCacheMin ? host_cache().take(cls) : nullptr;
+  if (!p && cls) {
+    p = std::aligned_alloc(64, cls);
+    if (!p && cls >= kCacheMin) {  // give the cached blocks back and try once more
+      empty_host_cache();
+      p = std::aligned_alloc(64, cls);
+    }
+    if (!p) throw OutOfMemory("host allocation of " + std::to_string(bytes) + " bytes failed");
+  }
+  s->ptr_ = p;
   s->bytes_ = bytes;
+  s->capacity_ = cls;
   s->device_ = device;
   return s;
 }
 
-Storage::~Storage() { std::free(ptr_); }
+Storage::~Storage() {
+  if (ptr_ && capacity_ >= kCacheMin) host_cache().give(ptr_, capacity_);
+  else std::free(ptr_);
+}
 
 // ---------------------------------------------------------------- Tensor
 

@@ -61,8 +61,16 @@ class Storage {
   Storage() = default;
   void* ptr_ = nullptr;
   size_t bytes_ = 0;
+  size_t capacity_ = 0;  // bytes actually allocated (size class of the host cache)
   Device device_;
 };
+
+// Host blocks of 256 KiB and more are kept in a cache by size class when freed and
+// reused by later allocations, so a training loop stops paying page faults and kernel
+// zeroing for its activations every step. The cache holds at most
+// CXR_HOST_CACHE_MB (environment, default 2048) MiB of free blocks.
+size_t host_cache_bytes();   // free bytes held by the cache
+void empty_host_cache();     // returns them to the system
 
 namespace nn { class Node; }
 struct TensorImpl;
