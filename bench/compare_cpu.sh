@@ -3,7 +3,7 @@
 # the same cores: simple_cnn (batch 64, 1x28x28) and resnet18 with the small-image stem
 # (batch 32, 1x64x64). Then the kernel micro-benchmarks (conv GFLOP/s next to SGEMM).
 #
-#   bench/compare_cpu.sh [build-dir]        (env: THREADS, ITERS, PYTHON)
+#   bench/compare_cpu.sh [build-dir]        (env: THREADS, ITERS, ROUNDS, PYTHON)
 # Needs PyTorch for $PYTHON (Debian: apt-get install python3-torch; PYTHON=/usr/bin/python3).
 set -euo pipefail
 BUILD=${1:-build}
@@ -17,17 +17,28 @@ BIN="$BUILD/bench/bench_train_step"
 
 echo "# $(date -u +%Y-%m-%dT%H:%MZ)  $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)  threads=$THREADS"
 echo "# torch $("$PYTHON" -c 'import torch; print(torch.__version__)')  cxr $(git -C "$HERE/.." rev-parse --short HEAD 2>/dev/null || echo '?')"
-printf "| %-34s | %10s | %10s | %8s |\n" "training step (fwd+bwd+Adam)" "cxr ms" "torch ms" "ratio"
-printf "|%s|%s|%s|%s|\n" "------------------------------------" "------------" "------------" "----------"
+# This machine is shared: the two engines run in alternating rounds and each reports
+# the median and the minimum over all its rounds' steps.
+ROUNDS=${ROUNDS:-3}
+printf "| %-34s | %16s | %16s | %12s |\n" "training step (fwd+bwd+Adam)" "cxr ms med/min" "torch ms med/min" "ratio med/min"
+printf "|%s|%s|%s|%s|\n" "------------------------------------" "------------------" "------------------" "--------------"
 run() {  # name, args...
   local name=$1; shift
-  local c t
-  c=$("$BIN" "$@" --threads "$THREADS" --iters "$ITERS")
-  t=$("$PYTHON" "$HERE/torch_train_step.py" "$@" --threads "$THREADS" --iters "$ITERS")
-  local cm tm
-  cm=$(echo "$c" | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["median_ms"])')
-  tm=$(echo "$t" | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["median_ms"])')
-  printf "| %-34s | %10.1f | %10.1f | %8.2f |\n" "$name" "$cm" "$tm" "$("$PYTHON" -c "print($tm/$cm)")"
+  local cj="" tj=""
+  for ((r = 0; r < ROUNDS; r++)); do
+    cj+="$("$BIN" "$@" --threads "$THREADS" --iters "$ITERS")"$'\n'
+    tj+="$("$PYTHON" "$HERE/torch_train_step.py" "$@" --threads "$THREADS" --iters "$ITERS")"$'\n'
+  done
+  "$PYTHON" - "$name" "$cj" "$tj" <<'PY'
+import json, statistics, sys
+name, cj, tj = sys.argv[1], sys.argv[2], sys.argv[3]
+def agg(text):
+    rows = [json.loads(l) for l in text.splitlines() if l.strip()]
+    return statistics.median(r["median_ms"] for r in rows), min(r["min_ms"] for r in rows)
+cm, cn = agg(cj)
+tm, tn = agg(tj)
+print(f"| {name:<34} | {cm:7.1f} / {cn:6.1f} | {tm:7.1f} / {tn:6.1f} | {tm / cm:5.2f} / {tn / cn:4.2f} |")
+PY
 }
 run "simple_cnn b64 1x28x28" --model simple_cnn --batch 64 --size 28
 run "resnet18 (small stem) b32 1x64x64" --model resnet18 --batch 32 --size 64 --stem small

@@ -20,31 +20,33 @@ template <typename T>
 void im2col(const Conv2dShape& s, const T* x, int64_t c0, int64_t Cg, int64_t pix0, int64_t npix, T* col,
             int64_t ldcol) {
   const int64_t Q = s.Q();
+  // Small maps make the per-output-row segments short (7 to 28 pixels), so the loops
+  // below avoid divisions and library calls per segment; plain loops vectorise.
   for (int64_t c = 0; c < Cg; ++c) {
     const T* xc = x + (c0 + c) * s.H * s.W;
     for (int64_t r = 0; r < s.R; ++r)
       for (int64_t t = 0; t < s.S; ++t) {
-        T* row = col + ((c * s.R + r) * s.S + t) * ldcol;
+        T* __restrict row = col + ((c * s.R + r) * s.S + t) * ldcol;
         const int64_t off = t * s.dil_w - s.pad_w;
-        for (int64_t j = 0; j < npix;) {
-          const int64_t pix = pix0 + j, p = pix / Q, q0 = pix % Q;
+        int64_t p = pix0 / Q, q0 = pix0 % Q;
+        for (int64_t j = 0; j < npix; ++p, q0 = 0) {
           const int64_t n = std::min(Q - q0, npix - j);  // pixels left in this output row
-          T* out = row + j;
+          T* __restrict out = row + j - q0;               // indexed by q
           const int64_t ih = p * s.stride_h - s.pad_h + r * s.dil_h;
           if (ih < 0 || ih >= s.H) {
-            std::fill(out, out + n, T(0));
+            for (int64_t q = q0; q < q0 + n; ++q) out[q] = T(0);
           } else {
-            const T* xrow = xc + ih * s.W;
+            const T* __restrict xrow = xc + ih * s.W;
             if (s.stride_w == 1) {
               // valid q: 0 <= q + off < W, within [q0, q0+n)
-              const int64_t qa = std::clamp<int64_t>(-off, q0, q0 + n), qb = std::clamp<int64_t>(s.W - off, q0, q0 + n);
-              std::fill(out, out + (qa - q0), T(0));
-              if (qb > qa) std::memcpy(out + (qa - q0), xrow + qa + off, sizeof(T) * (qb - qa));
-              std::fill(out + (std::max(qa, qb) - q0), out + n, T(0));
+              const int64_t qa = std::clamp<int64_t>(-off, q0, q0 + n), qb = std::clamp<int64_t>(s.W - off, qa, q0 + n);
+              for (int64_t q = q0; q < qa; ++q) out[q] = T(0);
+              for (int64_t q = qa; q < qb; ++q) out[q] = xrow[q + off];
+              for (int64_t q = qb; q < q0 + n; ++q) out[q] = T(0);
             } else {
               for (int64_t q = q0; q < q0 + n; ++q) {
                 const int64_t iw = q * s.stride_w + off;
-                out[q - q0] = (iw >= 0 && iw < s.W) ? xrow[iw] : T(0);
+                out[q] = (iw >= 0 && iw < s.W) ? xrow[iw] : T(0);
               }
             }
           }
