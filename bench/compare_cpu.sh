@@ -21,7 +21,7 @@ echo "# torch $("$PYTHON" -c 'import torch; print(torch.__version__)')  cxr $(gi
 # the median and the minimum over all its rounds' steps.
 ROUNDS=${ROUNDS:-3}
 printf "| %-34s | %16s | %16s | %12s |\n" "training step (fwd+bwd+Adam)" "cxr ms med/min" "torch ms med/min" "ratio med/min"
-printf "|%s|%s|%s|%s|\n" "------------------------------------" "------------------" "------------------" "--------------"
+printf "|%s|%s|%s|%s|\n" "------------------------------------" "------------------" "------------------" "---------------"
 run() {  # name, args...
   local name=$1; shift
   local cj="" tj=""
