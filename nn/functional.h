@@ -86,7 +86,8 @@ struct CrossEntropyOptions {
   Tensor class_weight;           // (C) or undefined
   double label_smoothing = 0.0;  // in [0, 1)
 };
-// logits (N, C), target i64 (N) with values in [0, C).
+// logits (N, C), target i64 (N) with values in [0, C). Class weights (and pos_weight
+// below) are constants: no gradient flows to them.
 Tensor cross_entropy(const Tensor& logits, const Tensor& target, const CrossEntropyOptions& o = {});
 // logits and target of one shape; pos_weight (last dim size, or 1 element) or undefined.
 Tensor binary_cross_entropy_with_logits(const Tensor& logits, const Tensor& target,

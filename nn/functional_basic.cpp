@@ -1,5 +1,6 @@
 // Elementwise, shape, reduction, activation and dropout ops.
 #include <algorithm>
+#include <string>
 
 #include "kernels/elementwise.h"
 #include "nn/functional.h"
@@ -119,7 +120,12 @@ Tensor mul_scalar(const Tensor& x, double s) {
 
 Tensor reshape(const Tensor& x, const Shape& shape) {
   check_defined("reshape", x, "x");
-  Tensor y = x.view(shape);
+  Tensor y;
+  try {
+    y = x.view(shape);
+  } catch (const ValueError& e) {
+    throw ValueError(std::string("reshape: ") + e.what());
+  }
   if (needs_record({&x})) {
     const Shape in = x.shape();
     record(y, "reshape", {x}, [in](const Tensor& g, std::vector<Tensor>& gi) { gi[0] = g.view(in); });

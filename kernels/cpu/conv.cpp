@@ -120,6 +120,40 @@ std::vector<Tile> make_tiles(const Conv2dShape& s, int64_t CRS) {
   return tiles;
 }
 
+// A GEMM operand: first element and leading dimension.
+template <typename T>
+struct Operand {
+  const T* p;
+  int64_t ld;
+};
+
+// The tile's im2col block for group g (Cg*R*S x cols); for a 1x1 conv over one image
+// that is x itself.
+template <typename T>
+Operand<T> tile_im2col(const Conv2dShape& s, const T* x, const Tile& tl, int64_t g, bool pointwise,
+                       std::vector<T>& col) {
+  const int64_t Cg = s.C / s.groups, HW = s.H * s.W, cols = tl.cols();
+  if (pointwise && tl.nimg == 1) return {x + (tl.n0 * s.C + g * Cg) * HW + tl.pix0, HW};
+  col.resize(static_cast<size_t>(Cg * s.R * s.S * cols));
+  for (int64_t i = 0; i < tl.nimg; ++i)
+    im2col(s, x + (tl.n0 + i) * s.C * HW, g * Cg, Cg, tl.pix0, tl.npix, col.data() + i * tl.npix, cols);
+  return {col.data(), cols};
+}
+
+// dy rows of group g over the tile's columns (K/groups x cols): in place for one image,
+// gathered into buf for several.
+template <typename T>
+Operand<T> tile_dy(const Conv2dShape& s, const T* dy, const Tile& tl, int64_t g, std::vector<T>& buf) {
+  const int64_t Kg = s.K / s.groups, PQ = s.P() * s.Q(), cols = tl.cols();
+  if (tl.nimg == 1) return {dy + (tl.n0 * s.K + g * Kg) * PQ + tl.pix0, PQ};
+  buf.resize(static_cast<size_t>(Kg * cols));
+  for (int64_t k = 0; k < Kg; ++k)
+    for (int64_t i = 0; i < tl.nimg; ++i)
+      std::memcpy(buf.data() + k * cols + i * tl.npix, dy + ((tl.n0 + i) * s.K + g * Kg + k) * PQ,
+                  sizeof(T) * tl.npix);
+  return {buf.data(), cols};
+}
+
 bool is_pointwise(const Conv2dShape& s) {
   return s.R == 1 && s.S == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_h == 0 && s.pad_w == 0;
 }
@@ -202,7 +236,6 @@ void conv2d_forward(ThreadPool& pool, const Conv2dShape& s, const T* x, const T*
     });
     return;
   }
-  const int64_t HW = s.H * s.W;
   const std::vector<Tile> tiles = make_tiles(s, CRS);
   const bool pw = is_pointwise(s);
   // With fewer tiles than threads, parallelise inside each GEMM instead.
@@ -215,19 +248,9 @@ void conv2d_forward(ThreadPool& pool, const Conv2dShape& s, const T* x, const T*
       const Tile& tl = tiles[ti];
       const int64_t cols = tl.cols();
       for (int64_t g = 0; g < G; ++g) {
-        // B: the tile's im2col block (CRS x cols), or x itself for a 1x1 conv on one image.
-        const T* src;
-        int64_t ldb;
-        if (pw && tl.nimg == 1) {
-          src = x + (tl.n0 * s.C + g * Cg) * HW + tl.pix0;
-          ldb = HW;
-        } else {
-          col.resize(CRS * cols);
-          for (int64_t i = 0; i < tl.nimg; ++i)
-            im2col(s, x + (tl.n0 + i) * s.C * HW, g * Cg, Cg, tl.pix0, tl.npix, col.data() + i * tl.npix, cols);
-          src = col.data();
-          ldb = cols;
-        }
+        const Operand<T> bsrc = tile_im2col(s, x, tl, g, pw, col);
+        const T* src = bsrc.p;
+        const int64_t ldb = bsrc.ld;
         // C: straight into y for a single image, else a buffer scattered per image.
         T* dst;
         int64_t ldc;
@@ -335,21 +358,9 @@ void conv2d_backward_data(ThreadPool& pool, const Conv2dShape& s, const T* dy, c
         const int64_t cols = tl.cols();
         col.resize(CRS * cols);
         for (int64_t g = 0; g < G; ++g) {
-          // B: dy rows of this group for the tile (Kg x cols).
-          const T* dyg;
-          int64_t ldb;
-          if (tl.nimg == 1) {
-            dyg = dy + (tl.n0 * s.K + g * Kg) * PQ + tl.pix0;
-            ldb = PQ;
-          } else {
-            dyt.resize(Kg * cols);
-            for (int64_t k = 0; k < Kg; ++k)
-              for (int64_t i = 0; i < tl.nimg; ++i)
-                std::memcpy(dyt.data() + k * cols + i * tl.npix, dy + ((tl.n0 + i) * s.K + g * Kg + k) * PQ,
-                            sizeof(T) * tl.npix);
-            dyg = dyt.data();
-            ldb = cols;
-          }
+          const Operand<T> d = tile_dy(s, dy, tl, g, dyt);
+          const T* dyg = d.p;
+          const int64_t ldb = d.ld;
           // col (CRS x cols) = W_g^T (CRS x Kg) * dy_g (Kg x cols)
           if (threaded_gemm)
             gemm_parallel(pool, Trans::yes, Trans::no, CRS, cols, Kg, T(1), w + g * Kg * CRS, CRS, dyg, ldb, T(0),
@@ -428,34 +439,10 @@ void conv2d_backward_weight(ThreadPool& pool, const Conv2dShape& s, const T* x, 
       const Tile& tl = tiles[ti];
       const int64_t cols = tl.cols();
       for (int64_t g = 0; g < G; ++g) {
-        const T* src;
-        int64_t ldb;
-        if (pw && tl.nimg == 1) {
-          src = x + (tl.n0 * s.C + g * Cg) * HW + tl.pix0;
-          ldb = HW;
-        } else {
-          col.resize(CRS * cols);
-          for (int64_t i = 0; i < tl.nimg; ++i)
-            im2col(s, x + (tl.n0 + i) * s.C * HW, g * Cg, Cg, tl.pix0, tl.npix, col.data() + i * tl.npix, cols);
-          src = col.data();
-          ldb = cols;
-        }
-        const T* dyg;
-        int64_t lda;
-        if (tl.nimg == 1) {
-          dyg = dy + (tl.n0 * s.K + g * Kg) * PQ + tl.pix0;
-          lda = PQ;
-        } else {
-          dyt.resize(Kg * cols);
-          for (int64_t k = 0; k < Kg; ++k)
-            for (int64_t i = 0; i < tl.nimg; ++i)
-              std::memcpy(dyt.data() + k * cols + i * tl.npix, dy + ((tl.n0 + i) * s.K + g * Kg + k) * PQ,
-                          sizeof(T) * tl.npix);
-          dyg = dyt.data();
-          lda = cols;
-        }
+        const Operand<T> b = tile_im2col(s, x, tl, g, pw, col);
+        const Operand<T> a = tile_dy(s, dy, tl, g, dyt);
         // dw_g (Kg x CRS) += dy_g (Kg x cols) * col^T (cols x CRS)
-        gemm(Trans::no, Trans::yes, Kg, CRS, cols, T(1), dyg, lda, src, ldb, T(1), acc.data() + g * Kg * CRS, CRS);
+        gemm(Trans::no, Trans::yes, Kg, CRS, cols, T(1), a.p, a.ld, b.p, b.ld, T(1), acc.data() + g * Kg * CRS, CRS);
       }
     }
   });
