@@ -41,7 +41,8 @@ void im2col(const Conv2dShape& s, const T* x, int64_t c0, int64_t Cg, int64_t pi
               // valid q: 0 <= q + off < W, within [q0, q0+n)
               const int64_t qa = std::clamp<int64_t>(-off, q0, q0 + n), qb = std::clamp<int64_t>(s.W - off, qa, q0 + n);
               for (int64_t q = q0; q < qa; ++q) out[q] = T(0);
-              for (int64_t q = qa; q < qb; ++q) out[q] = xrow[q + off];
+              if (qb - qa >= 16) std::memcpy(out + qa, xrow + qa + off, sizeof(T) * (qb - qa));
+              else for (int64_t q = qa; q < qb; ++q) out[q] = xrow[q + off];
               for (int64_t q = qb; q < q0 + n; ++q) out[q] = T(0);
             } else {
               for (int64_t q = q0; q < q0 + n; ++q) {
