@@ -427,8 +427,9 @@ void conv2d_backward_weight(ThreadPool& pool, const Conv2dShape& s, const T* x, 
   }
   const std::vector<Tile> tiles = make_tiles(s, CRS);
   const bool pw = is_pointwise(s);
-  // Each chunk of tiles accumulates into its own dw; chunks are summed in order, so the
-  // result depends only on the thread count, not on scheduling.
+  // Each chunk of tiles accumulates into its own dw (stored transposed, group by group:
+  // (CRS, Kg)); chunks are summed in order, so the result depends only on the thread
+  // count, not on scheduling.
   const int64_t ntiles = static_cast<int64_t>(tiles.size());
   const int64_t chunks = pool.num_chunks(ntiles, 1);
   std::vector<std::vector<T>> partial(chunks);
@@ -440,16 +441,22 @@ void conv2d_backward_weight(ThreadPool& pool, const Conv2dShape& s, const T* x, 
       const Tile& tl = tiles[ti];
       const int64_t cols = tl.cols();
       for (int64_t g = 0; g < G; ++g) {
-        const Operand<T> b = tile_im2col(s, x, tl, g, pw, col);
-        const Operand<T> a = tile_dy(s, dy, tl, g, dyt);
-        // dw_g (Kg x CRS) += dy_g (Kg x cols) * col^T (cols x CRS)
-        gemm(Trans::no, Trans::yes, Kg, CRS, cols, T(1), a.p, a.ld, b.p, b.ld, T(1), acc.data() + g * Kg * CRS, CRS);
+        const Operand<T> c = tile_im2col(s, x, tl, g, pw, col);
+        const Operand<T> d = tile_dy(s, dy, tl, g, dyt);
+        // dw_g^T (CRS x Kg) += col (CRS x cols) * dy_g^T (cols x Kg): the transposing
+        // GEMM packing then falls on dy, the small operand, rather than on col.
+        gemm(Trans::no, Trans::yes, CRS, Kg, cols, T(1), c.p, c.ld, d.p, d.ld, T(1), acc.data() + g * CRS * Kg, Kg);
       }
     }
   });
-  std::copy(partial[0].begin(), partial[0].end(), dw);
-  for (int64_t c = 1; c < chunks; ++c)
-    for (int64_t i = 0; i < wsize; ++i) dw[i] += partial[c][i];
+  // Chunks summed in order, transposed back to (K, C/groups, R, S).
+  for (int64_t g = 0; g < G; ++g)
+    for (int64_t k = 0; k < Kg; ++k)
+      for (int64_t r = 0; r < CRS; ++r) {
+        T v = 0;
+        for (int64_t c = 0; c < chunks; ++c) v += partial[c][(g * CRS + r) * Kg + k];
+        dw[(g * Kg + k) * CRS + r] = v;
+      }
 }
 
 #define CXR_INSTANTIATE(T)                                                                          \
