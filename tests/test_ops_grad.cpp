@@ -1532,3 +1532,22 @@ TEST(Gradcheck, DetectsAWrongGradient) {
 
 }  // namespace
 }  // namespace cxr
+
+// A NaN anywhere in a window makes that window's maximum NaN (as in PyTorch), on the
+// 2x2 fast path and the general path alike.
+TEST(MaxPool2d, NaNPropagates) {
+  using cxr::Tensor;
+  namespace nn = cxr::nn;
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  for (int64_t k : {2, 3}) {
+    Tensor x = Tensor::from_vector(std::vector<float>{1, nan, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}, {1, 1, 4, 4});
+    Tensor y = nn::max_pool2d(x, nn::Pool2dOptions::make(k, k));
+    const std::vector<double> v = y.to_vector();
+    EXPECT_TRUE(std::isnan(v[0])) << "kernel " << k;
+    if (k == 2) {
+      EXPECT_EQ(v[1], 8.0);
+      EXPECT_EQ(v[2], 14.0);
+      EXPECT_EQ(v[3], 16.0);
+    }
+  }
+}

@@ -20,8 +20,37 @@ template <typename T>
 void im2col(const Conv2dShape& s, const T* x, int64_t c0, int64_t Cg, int64_t pix0, int64_t npix, T* col,
             int64_t ldcol) {
   const int64_t Q = s.Q();
-  // Small maps make the per-output-row segments short (7 to 28 pixels), so the loops
-  // below avoid divisions and library calls per segment; plain loops vectorise.
+  if (s.stride_w == 1 && pix0 % Q == 0 && npix % Q == 0) {
+    // Whole output rows, stride 1 along w: the valid column range of a kernel tap and
+    // the valid output rows of a kernel row are fixed, so each segment is a zero
+    // prefix, one copy and a zero suffix with no per-segment arithmetic.
+    const int64_t p0 = pix0 / Q, p1 = p0 + npix / Q;
+    for (int64_t c = 0; c < Cg; ++c) {
+      const T* xc = x + (c0 + c) * s.H * s.W;
+      for (int64_t r = 0; r < s.R; ++r) {
+        const int64_t dh = r * s.dil_h - s.pad_h;
+        for (int64_t t = 0; t < s.S; ++t) {
+          T* row = col + ((c * s.R + r) * s.S + t) * ldcol;
+          const int64_t off = t * s.dil_w - s.pad_w;
+          const int64_t qa = std::clamp<int64_t>(-off, 0, Q), qb = std::clamp<int64_t>(s.W - off, qa, Q);
+          for (int64_t p = p0; p < p1; ++p) {
+            T* __restrict out = row + (p - p0) * Q;
+            const int64_t ih = p * s.stride_h + dh;
+            if (ih < 0 || ih >= s.H) {
+              std::fill(out, out + Q, T(0));
+              continue;
+            }
+            const T* __restrict src = xc + ih * s.W + off;
+            for (int64_t q = 0; q < qa; ++q) out[q] = T(0);
+            for (int64_t q = qa; q < qb; ++q) out[q] = src[q];
+            for (int64_t q = qb; q < Q; ++q) out[q] = T(0);
+          }
+        }
+      }
+    }
+    return;
+  }
+  // General case: pixel ranges that start or end inside an output row, or strided w.
   for (int64_t c = 0; c < Cg; ++c) {
     const T* xc = x + (c0 + c) * s.H * s.W;
     for (int64_t r = 0; r < s.R; ++r)

@@ -23,11 +23,22 @@ void max_pool_2x2(const Pool2dShape& s, int64_t plane, const T* x, T* y, int64_t
       int64_t bi = 2 * p * s.W + w;
       const T c[3] = {r0[w + 1], r1[w], r1[w + 1]};
       const int64_t ci[3] = {bi + 1, bi + s.W, bi + s.W + 1};
-      for (int j = 0; j < 3; ++j)
-        if (!(best != best) && (c[j] > best || c[j] != c[j])) {
-          best = c[j];
-          bi = ci[j];
+      // Which element wins is data-dependent and unpredictable, so the common
+      // NaN-free case uses selects without branches; NaN takes the careful path.
+      const bool nan = (best != best) | (c[0] != c[0]) | (c[1] != c[1]) | (c[2] != c[2]);
+      if (!nan) [[likely]] {
+        for (int j = 0; j < 3; ++j) {
+          const bool take = c[j] > best;
+          best = take ? c[j] : best;
+          bi = take ? ci[j] : bi;
         }
+      } else {
+        for (int j = 0; j < 3 && best == best; ++j)
+          if (c[j] > best || c[j] != c[j]) {
+            best = c[j];
+            bi = ci[j];
+          }
+      }
       yp[p * Q + q] = best;
       ap[p * Q + q] = bi;
     }
