@@ -88,9 +88,22 @@ void ThreadPool::worker_loop() {
   }
 }
 
+int64_t ThreadPool::num_for_chunks(int64_t n, int64_t grain) const {
+  if (n <= 0) return 0;
+  grain = std::max<int64_t>(grain, 1);
+  return std::max<int64_t>(1, std::min<int64_t>(num_threads_ * (num_threads_ > 1 ? kBalance : 1), n / grain));
+}
+
+void ThreadPool::parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
+  run(n, num_for_chunks(n, grain), [&](int64_t, int64_t b, int64_t e) { fn(b, e); });
+}
+
 void ThreadPool::parallel_chunks(int64_t n, int64_t grain,
                                  const std::function<void(int64_t, int64_t, int64_t)>& fn) {
-  const int64_t chunks = num_chunks(n, grain);
+  run(n, num_chunks(n, grain), fn);
+}
+
+void ThreadPool::run(int64_t n, int64_t chunks, const std::function<void(int64_t, int64_t, int64_t)>& fn) {
   if (chunks == 0) return;
   std::unique_lock<std::mutex> run_lock(run_mutex_, std::defer_lock);
   if (chunks == 1 || t_in_parallel_region || !run_lock.try_lock()) {

@@ -1,10 +1,10 @@
 // A fixed pool of worker threads for CPU kernels.
 //
-// parallel_for(n, grain, fn) splits [0, n) into at most num_threads() contiguous
-// chunks of at least `grain` items and calls fn(begin, end) for each, the calling
-// thread taking a share. The split depends only on (n, grain, num_threads), so a
-// kernel that reduces per chunk and combines the chunks in order is deterministic
-// for a given thread count. Calls made from inside a worker (nested parallelism) or
+// parallel_chunks(n, grain, fn) splits [0, n) into at most num_threads() contiguous
+// chunks of at least `grain` items and calls fn(chunk, begin, end) for each, the
+// calling thread taking a share. The split depends only on (n, grain, num_threads), so
+// a kernel that reduces per chunk and combines the chunks in order is deterministic for
+// a given thread count. parallel_for uses finer chunks for load balance. Calls made from inside a worker (nested parallelism) or
 // while another thread is using the pool run inline on the caller.
 #pragma once
 
@@ -38,11 +38,17 @@ class ThreadPool {
   // fn(chunk_index, begin, end) for each chunk; blocks until all are done. The first
   // exception thrown by any chunk is rethrown on the caller.
   void parallel_chunks(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t, int64_t)>& fn);
-  void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
-    parallel_chunks(n, grain, [&](int64_t, int64_t b, int64_t e) { fn(b, e); });
-  }
+  // fn(begin, end) over [0, n) in up to kBalance chunks per thread, handed out on demand,
+  // so a thread slowed by another process does not hold the others up. For work whose
+  // result does not depend on the split (disjoint outputs); reductions use
+  // parallel_chunks, whose chunk count is fixed by the thread count.
+  static constexpr int64_t kBalance = 4;
+  void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
+  // Number of chunks parallel_for uses for (n, grain).
+  int64_t num_for_chunks(int64_t n, int64_t grain) const;
 
  private:
+  void run(int64_t n, int64_t chunks, const std::function<void(int64_t, int64_t, int64_t)>& fn);
   void start(int n);
   void stop();
   void worker_loop();

@@ -31,8 +31,8 @@ void expect_covers_once(ThreadPool& pool, int64_t n, int64_t grain) {
   });
   EXPECT_FALSE(empty_range) << "n=" << n << " grain=" << grain;
   for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[i].load(), 1) << "index " << i << " n=" << n << " grain=" << grain;
-  EXPECT_EQ(calls.load(), pool.num_chunks(n, grain));
-  EXPECT_LE(calls.load(), pool.num_threads());
+  EXPECT_EQ(calls.load(), pool.num_for_chunks(n, grain));
+  EXPECT_LE(calls.load(), pool.num_threads() * ThreadPool::kBalance);
 }
 
 TEST(ThreadPool, CoversEveryIndexOnce) {
