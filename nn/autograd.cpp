@@ -27,17 +27,16 @@ void add_into(Tensor& dst, const Tensor& g) {
   });
 }
 
-// Accumulates g into a tensor's .grad, never sharing g's storage (g may be handed to
-// several tensors by the same backward, as add does).
-void accumulate_into_grad(TensorImpl* t, const Tensor& g) {
-  if (!t->grad.defined()) t->grad = g.clone();
+// True when t is the only handle to its data (no other tensor, view or pending
+// gradient shares it), so it may be kept or updated in place.
+bool exclusive(const Tensor& t) { return t.impl_ptr().use_count() == 1 && t.impl()->storage.use_count() == 1; }
+
+// Accumulates g into a tensor's .grad. A gradient nobody else holds is adopted as is;
+// a shared one (add hands the same gradient to both inputs) is copied first.
+void accumulate_into_grad(TensorImpl* t, Tensor g) {
+  if (!t->grad.defined()) t->grad = exclusive(g) ? std::move(g) : g.clone();
   else add_into(t->grad, g);
 }
-
-struct Pending {
-  Tensor g;
-  bool owned = false;  // g was allocated here and may be updated in place
-};
 }  // namespace
 
 bool grad_enabled() { return t_grad_enabled; }
@@ -114,16 +113,17 @@ void backward(const Tensor& root, const Tensor& grad_out, bool retain_graph) {
     stack.pop_back();
   }
 
-  std::unordered_map<TensorImpl*, Pending> pending;
-  pending[root.impl()] = {seed, false};
+  std::unordered_map<TensorImpl*, Tensor> pending;
+  pending[root.impl()] = seed;
+  seed = Tensor();  // the map holds the seed's only reference from here
   for (auto it = order.rbegin(); it != order.rend(); ++it) {
     TensorImpl* t = *it;
     auto p = pending.find(t);
     if (p == pending.end()) continue;  // no gradient flowed here
-    const Tensor g = std::move(p->second.g);
+    Tensor g = std::move(p->second);
     pending.erase(p);
     if (!t->grad_fn) {
-      accumulate_into_grad(t, g);
+      accumulate_into_grad(t, std::move(g));
       continue;
     }
     if (t->retains_grad) accumulate_into_grad(t, g);
@@ -135,14 +135,10 @@ void backward(const Tensor& root, const Tensor& grad_out, bool retain_graph) {
       const Tensor& in = node.inputs()[i];
       CXR_CHECK(grads[i].shape() == in.shape(), "backward of '", node.name(), "': gradient ", grads[i].str(),
                 " for input ", i, " does not match its shape ", in.str());
-      auto [slot, fresh] = pending.try_emplace(in.impl());
-      if (fresh) {
-        slot->second = {grads[i], false};
-      } else if (slot->second.owned) {
-        add_into(slot->second.g, grads[i]);
-      } else {
-        slot->second = {add_new(slot->second.g, grads[i]), true};
-      }
+      auto [slot, fresh] = pending.try_emplace(in.impl(), grads[i]);
+      if (fresh) continue;
+      if (exclusive(slot->second)) add_into(slot->second, grads[i]);
+      else slot->second = add_new(slot->second, grads[i]);
     }
     if (!retain_graph) node.release();
   }

@@ -16,15 +16,6 @@ using nlohmann::json;
 
 namespace {
 
-const char* st_dtype(DType t) {
-  switch (t) {
-    case DType::f32: return "F32";
-    case DType::f64: return "F64";
-    case DType::i64: return "I64";
-  }
-  return "?";
-}
-
 bool parse_st_dtype(const std::string& s, DType& t) {
   if (s == "F32") t = DType::f32;
   else if (s == "F64") t = DType::f64;
@@ -50,6 +41,15 @@ void write_all(int fd, const char* p, size_t n, const std::string& path) {
 static_assert(std::endian::native == std::endian::little, "safetensors I/O assumes a little-endian host");
 
 }  // namespace
+
+const char* safetensors_dtype(DType t) {
+  switch (t) {
+    case DType::f32: return "F32";
+    case DType::f64: return "F64";
+    case DType::i64: return "I64";
+  }
+  return "?";
+}
 
 void write_file_atomic(const std::string& path, const std::string& data) {
   namespace fs = std::filesystem;
@@ -95,7 +95,7 @@ std::string safetensors_encode(const std::map<std::string, Tensor>& tensors,
     CXR_CHECK(name != "__metadata__" && !name.empty(), "safetensors: invalid tensor name '", name, "'");
     CXR_CHECK(t.defined() && t.device().is_cpu(), "safetensors: tensor '", name, "' must be a defined CPU tensor");
     const uint64_t n = t.nbytes();
-    header[name] = {{"dtype", st_dtype(t.dtype())}, {"shape", t.shape()}, {"data_offsets", {offset, offset + n}}};
+    header[name] = {{"dtype", safetensors_dtype(t.dtype())}, {"shape", t.shape()}, {"data_offsets", {offset, offset + n}}};
     offset += n;
   }
   std::string h = header.dump();

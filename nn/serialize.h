@@ -31,6 +31,9 @@ struct SafetensorsLimits {
   uint64_t max_header_bytes = 100ull << 20;  // 100 MiB of JSON is far beyond any real model
 };
 
+// The safetensors dtype string of a cxr dtype ("F32", "F64", "I64").
+const char* safetensors_dtype(DType t);
+
 // Serialises CPU tensors (f32, f64, i64) and string metadata to safetensors bytes.
 std::string safetensors_encode(const std::map<std::string, Tensor>& tensors,
                                const std::map<std::string, std::string>& metadata = {});

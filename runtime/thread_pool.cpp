@@ -49,11 +49,15 @@ void ThreadPool::stop() {
   workers_.clear();
 }
 
-int64_t ThreadPool::num_chunks(int64_t n, int64_t grain) const {
+namespace {
+// At most max_chunks chunks of at least grain items (one chunk when n < grain).
+int64_t chunk_count(int64_t n, int64_t grain, int64_t max_chunks) {
   if (n <= 0) return 0;
-  grain = std::max<int64_t>(grain, 1);
-  return std::max<int64_t>(1, std::min<int64_t>(num_threads_, n / grain));
+  return std::max<int64_t>(1, std::min<int64_t>(max_chunks, n / std::max<int64_t>(grain, 1)));
 }
+}  // namespace
+
+int64_t ThreadPool::num_chunks(int64_t n, int64_t grain) const { return chunk_count(n, grain, num_threads_); }
 
 void ThreadPool::run_chunks(Job& job) {
   // Chunk c covers [c*n/C, (c+1)*n/C): balanced, and fixed by (n, C).
@@ -89,9 +93,7 @@ void ThreadPool::worker_loop() {
 }
 
 int64_t ThreadPool::num_for_chunks(int64_t n, int64_t grain) const {
-  if (n <= 0) return 0;
-  grain = std::max<int64_t>(grain, 1);
-  return std::max<int64_t>(1, std::min<int64_t>(num_threads_ * (num_threads_ > 1 ? kBalance : 1), n / grain));
+  return chunk_count(n, grain, num_threads_ > 1 ? num_threads_ * kBalance : 1);
 }
 
 void ThreadPool::parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {

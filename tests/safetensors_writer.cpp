@@ -36,15 +36,6 @@ using cxr::DType;
 using cxr::Tensor;
 using nlohmann::json;
 
-const char* st_dtype(DType t) {
-  switch (t) {
-    case DType::f32: return "F32";
-    case DType::f64: return "F64";
-    case DType::i64: return "I64";
-  }
-  return "?";
-}
-
 json describe(const Tensor& t) {
   json values = json::array();
   if (t.dtype() == DType::i64) {
@@ -53,7 +44,7 @@ json describe(const Tensor& t) {
   } else {
     for (double v : t.to_vector()) values.push_back(v);
   }
-  return {{"dtype", st_dtype(t.dtype())}, {"shape", t.shape()}, {"values", values}};
+  return {{"dtype", cxr::nn::safetensors_dtype(t.dtype())}, {"shape", t.shape()}, {"values", values}};
 }
 
 json describe_all(const std::map<std::string, Tensor>& tensors) {
@@ -132,7 +123,7 @@ int compare_tensors(const std::map<std::string, Tensor>& got, const json& expect
       continue;
     }
     const Tensor& t = it->second;
-    if (e["dtype"] != st_dtype(t.dtype())) problem(name + ": dtype " + st_dtype(t.dtype()) + ", expected " + e["dtype"].dump());
+    if (e["dtype"] != cxr::nn::safetensors_dtype(t.dtype())) problem(name + ": dtype " + cxr::nn::safetensors_dtype(t.dtype()) + ", expected " + e["dtype"].dump());
     if (e["shape"].get<cxr::Shape>() != t.shape())
       problem(name + ": shape " + cxr::shape_str(t.shape()) + ", expected " + e["shape"].dump());
     if (bad) continue;

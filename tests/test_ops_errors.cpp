@@ -8,28 +8,13 @@
 #include <thread>
 #include <vector>
 
+#include "expect_error.h"
 #include "nn/autograd.h"
 #include "nn/functional.h"
 #include "runtime/rng.h"
 
 namespace cxr {
 namespace {
-
-// f must throw cxr::Error whose what() contains every one of `parts`.
-template <typename F>
-void expect_error(F&& f, std::initializer_list<const char*> parts) {
-  try {
-    f();
-    ADD_FAILURE() << "expected cxr::Error, nothing was thrown";
-  } catch (const Error& e) {
-    const std::string what = e.what();
-    for (const char* p : parts) EXPECT_NE(what.find(p), std::string::npos) << "'" << p << "' not in: " << what;
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "expected cxr::Error, got another exception: " << e.what();
-  } catch (...) {
-    ADD_FAILURE() << "expected cxr::Error, got a non-std exception";
-  }
-}
 
 // EXPECT_THROW for cxr::Error, plus the message check, with the statement in the trace.
 #define EXPECT_CXR_ERROR(stmt, ...)                   \

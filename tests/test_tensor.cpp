@@ -7,26 +7,13 @@
 #include <string>
 #include <vector>
 
+#include "expect_error.h"
 #include "nn/autograd.h"
 #include "nn/functional.h"
 #include "runtime/tensor.h"
 
 namespace cxr {
 namespace {
-
-// Runs f, which must throw cxr::Error whose message contains every one of `parts`.
-template <typename F>
-void expect_error(F&& f, std::initializer_list<const char*> parts) {
-  try {
-    f();
-    ADD_FAILURE() << "expected cxr::Error, nothing was thrown";
-  } catch (const Error& e) {
-    const std::string what = e.what();
-    for (const char* p : parts) EXPECT_NE(what.find(p), std::string::npos) << "'" << p << "' not in: " << what;
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "expected cxr::Error, got another exception: " << e.what();
-  }
-}
 
 TEST(Tensor, DefaultIsUndefined) {
   Tensor t;

@@ -26,68 +26,71 @@ T sigmoid(T x) {
   return T(1) / (T(1) + std::exp(-x));
 }
 
-// Runs f(begin, end) over [0, n) in parallel chunks; each kernel's loop sits inside its
-// own lambda so the compiler sees a plain counted loop it can vectorise.
+// y[i] = f(x[i]) over [0, n) in parallel chunks. The pointers are copied into locals
+// inside the chunk so the loop reads them from registers (through captured references
+// they were reloaded every iteration and the loop stayed scalar).
 template <typename T, typename F>
-void map(ThreadPool& pool, int64_t n, F f) {
-  pool.parallel_for(n, kGrain, [&](int64_t b, int64_t e) { f(b, e); });
+void map1(ThreadPool& pool, int64_t n, const T* x, T* y, F f) {
+  pool.parallel_for(n, kGrain, [&](int64_t b, int64_t e) {
+    const T* xs = x;
+    T* ys = y;
+    for (int64_t i = b; i < e; ++i) ys[i] = f(xs[i]);
+  });
+}
+
+// dx[i] = f(x[i], y[i], dy[i]); dx may alias dy.
+template <typename T, typename F>
+void map3(ThreadPool& pool, int64_t n, const T* x, const T* y, const T* dy, T* dx, F f) {
+  pool.parallel_for(n, kGrain, [&](int64_t b, int64_t e) {
+    const T* xs = x;
+    const T* ys = y;
+    const T* dys = dy;
+    T* dxs = dx;
+    for (int64_t i = b; i < e; ++i) dxs[i] = f(xs[i], ys[i], dys[i]);
+  });
 }
 }  // namespace
 
-// Local __restrict copies of the array arguments: without them the lambdas reload the
-// captured pointers every iteration and the loops stay scalar.
-#define CXR_LOCAL_PTRS_FWD const T* __restrict x = x_; T* __restrict y = y_;
-#define CXR_LOCAL_PTRS_BWD \
-  const T* __restrict x = x_; const T* __restrict y = y_; const T* __restrict dy = dy_; T* __restrict dx = dx_;
-
 template <typename T>
-void act_forward(ThreadPool& pool, Act act, double alpha, int64_t n, const T* x_, T* y_) {
-#define CXR_LOCAL_PTRS CXR_LOCAL_PTRS_FWD
+void act_forward(ThreadPool& pool, Act act, double alpha, int64_t n, const T* x, T* y) {
   const T a = static_cast<T>(alpha);
   switch (act) {
-    case Act::relu: map<T>(pool, n, [&](int64_t b, int64_t e) { CXR_LOCAL_PTRS for (int64_t i = b; i < e; ++i) { y[i] = x[i] > T(0) ? x[i] : T(0); } }); break;
-    case Act::leaky_relu: map<T>(pool, n, [&](int64_t b, int64_t e) { CXR_LOCAL_PTRS for (int64_t i = b; i < e; ++i) { y[i] = x[i] > T(0) ? x[i] : a * x[i]; } }); break;
-    case Act::relu6: map<T>(pool, n, [&](int64_t b, int64_t e) { CXR_LOCAL_PTRS for (int64_t i = b; i < e; ++i) { y[i] = std::min(std::max(x[i], T(0)), T(6)); } }); break;
-    case Act::sigmoid: map<T>(pool, n, [&](int64_t b, int64_t e) { CXR_LOCAL_PTRS for (int64_t i = b; i < e; ++i) { y[i] = sigmoid(x[i]); } }); break;
-    case Act::tanh: map<T>(pool, n, [&](int64_t b, int64_t e) { CXR_LOCAL_PTRS for (int64_t i = b; i < e; ++i) { y[i] = std::tanh(x[i]); } }); break;
-    case Act::gelu:
-      map<T>(pool, n, [&](int64_t b, int64_t e) { CXR_LOCAL_PTRS for (int64_t i = b; i < e; ++i) { y[i] = T(0.5) * x[i] * (T(1) + std::erf(x[i] * T(M_SQRT1_2))); } });
-      break;
-    case Act::silu: map<T>(pool, n, [&](int64_t b, int64_t e) { CXR_LOCAL_PTRS for (int64_t i = b; i < e; ++i) { y[i] = x[i] * sigmoid(x[i]); } }); break;
+    case Act::relu: map1(pool, n, x, y, [](T v) { return v > T(0) ? v : T(0); }); break;
+    case Act::leaky_relu: map1(pool, n, x, y, [a](T v) { return v > T(0) ? v : a * v; }); break;
+    case Act::relu6: map1(pool, n, x, y, [](T v) { return std::min(std::max(v, T(0)), T(6)); }); break;
+    case Act::sigmoid: map1(pool, n, x, y, [](T v) { return sigmoid(v); }); break;
+    case Act::tanh: map1(pool, n, x, y, [](T v) { return std::tanh(v); }); break;
+    case Act::gelu: map1(pool, n, x, y, [](T v) { return T(0.5) * v * (T(1) + std::erf(v * T(M_SQRT1_2))); }); break;
+    case Act::silu: map1(pool, n, x, y, [](T v) { return v * sigmoid(v); }); break;
   }
 }
 
 template <typename T>
-void act_backward(ThreadPool& pool, Act act, double alpha, int64_t n, const T* x_, const T* y_, const T* dy_,
-                  T* dx_) {
-#undef CXR_LOCAL_PTRS
-#define CXR_LOCAL_PTRS CXR_LOCAL_PTRS_BWD
+void act_backward(ThreadPool& pool, Act act, double alpha, int64_t n, const T* x, const T* y, const T* dy, T* dx) {
   const T a = static_cast<T>(alpha);
   switch (act) {
-    case Act::relu: map<T>(pool, n, [&](int64_t b, int64_t e) { CXR_LOCAL_PTRS for (int64_t i = b; i < e; ++i) { dx[i] = x[i] > T(0) ? dy[i] : T(0); } }); break;
-    case Act::leaky_relu: map<T>(pool, n, [&](int64_t b, int64_t e) { CXR_LOCAL_PTRS for (int64_t i = b; i < e; ++i) { dx[i] = x[i] > T(0) ? dy[i] : a * dy[i]; } }); break;
+    case Act::relu: map3(pool, n, x, y, dy, dx, [](T v, T, T g) { return v > T(0) ? g : T(0); }); break;
+    case Act::leaky_relu: map3(pool, n, x, y, dy, dx, [a](T v, T, T g) { return v > T(0) ? g : a * g; }); break;
     case Act::relu6:
-      map<T>(pool, n, [&](int64_t b, int64_t e) { CXR_LOCAL_PTRS for (int64_t i = b; i < e; ++i) { dx[i] = (x[i] > T(0) && x[i] < T(6)) ? dy[i] : T(0); } });
+      map3(pool, n, x, y, dy, dx, [](T v, T, T g) { return (v > T(0) && v < T(6)) ? g : T(0); });
       break;
-    case Act::sigmoid: map<T>(pool, n, [&](int64_t b, int64_t e) { CXR_LOCAL_PTRS for (int64_t i = b; i < e; ++i) { dx[i] = dy[i] * y[i] * (T(1) - y[i]); } }); break;
-    case Act::tanh: map<T>(pool, n, [&](int64_t b, int64_t e) { CXR_LOCAL_PTRS for (int64_t i = b; i < e; ++i) { dx[i] = dy[i] * (T(1) - y[i] * y[i]); } }); break;
+    case Act::sigmoid: map3(pool, n, x, y, dy, dx, [](T, T o, T g) { return g * o * (T(1) - o); }); break;
+    case Act::tanh: map3(pool, n, x, y, dy, dx, [](T, T o, T g) { return g * (T(1) - o * o); }); break;
     case Act::gelu:
-      map<T>(pool, n, [&](int64_t b, int64_t e) { CXR_LOCAL_PTRS for (int64_t i = b; i < e; ++i) {
-        const T cdf = T(0.5) * (T(1) + std::erf(x[i] * T(M_SQRT1_2)));
-        const T pdf = std::exp(T(-0.5) * x[i] * x[i]) * T(0.3989422804014327);  // 1/sqrt(2*pi)
-        dx[i] = dy[i] * (cdf + x[i] * pdf);
-      } });
+      map3(pool, n, x, y, dy, dx, [](T v, T, T g) {
+        const T cdf = T(0.5) * (T(1) + std::erf(v * T(M_SQRT1_2)));
+        const T pdf = std::exp(T(-0.5) * v * v) * T(0.3989422804014327);  // 1/sqrt(2*pi)
+        return g * (cdf + v * pdf);
+      });
       break;
     case Act::silu:
-      map<T>(pool, n, [&](int64_t b, int64_t e) { CXR_LOCAL_PTRS for (int64_t i = b; i < e; ++i) {
-        const T s = sigmoid(x[i]);
-        dx[i] = dy[i] * s * (T(1) + x[i] * (T(1) - s));
-      } });
+      map3(pool, n, x, y, dy, dx, [](T v, T, T g) {
+        const T s = sigmoid(v);
+        return g * s * (T(1) + v * (T(1) - s));
+      });
       break;
   }
 }
-
-#undef CXR_LOCAL_PTRS
 
 template void act_forward<float>(ThreadPool&, Act, double, int64_t, const float*, float*);
 template void act_forward<double>(ThreadPool&, Act, double, int64_t, const double*, double*);

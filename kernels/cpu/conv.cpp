@@ -97,8 +97,8 @@ void col2im_add(const Conv2dShape& s, const T* col, int64_t ldcol, int64_t c0, i
       for (int64_t t = 0; t < s.S; ++t) {
         const T* row = col + ((c * s.R + r) * s.S + t) * ldcol;
         const int64_t off = t * s.dil_w - s.pad_w;
-        for (int64_t j = 0; j < npix;) {
-          const int64_t pix = pix0 + j, p = pix / Q, q0 = pix % Q;
+        int64_t p = pix0 / Q, q0 = pix0 % Q;
+        for (int64_t j = 0; j < npix; ++p, q0 = 0) {
           const int64_t n = std::min(Q - q0, npix - j);
           const int64_t ih = p * s.stride_h - s.pad_h + r * s.dil_h;
           if (ih >= 0 && ih < s.H) {

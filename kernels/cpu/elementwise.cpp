@@ -55,9 +55,10 @@ void binary_broadcast(ThreadPool& pool, BinOp op, const Broadcast& bc, const T* 
 template <typename T>
 void axpby(ThreadPool& pool, int64_t n, T alpha, const T* a_, T beta, const T* b_, T* y_) {
   pool.parallel_for(n, kGrain, [&](int64_t s, int64_t e) {
-    const T* __restrict a = a_;
-    const T* __restrict b = b_;
-    T* y = y_;  // may alias a or b (in-place use)
+    // Local copies (not __restrict: y may alias a or b for in-place use).
+    const T* a = a_;
+    const T* b = b_;
+    T* y = y_;
     for (int64_t i = s; i < e; ++i) y[i] = alpha * a[i] + beta * b[i];
   });
 }
