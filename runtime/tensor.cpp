@@ -1,5 +1,7 @@
 #include "runtime/tensor.h"
 
+#include "runtime/cuda.h"
+
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -132,10 +134,13 @@ size_t host_cache_bytes() { return host_cache().cached(); }
 void empty_host_cache() { host_cache().clear(); }
 
 std::shared_ptr<Storage> Storage::allocate(size_t bytes, Device device) {
-  if (device.is_cuda())
-    throw Error("cannot allocate " + std::to_string(bytes) + " bytes on " + device.str() +
-                ": tensors on CUDA devices are not supported by this build yet");
   std::shared_ptr<Storage> s(new Storage());
+  if (device.is_cuda()) {
+    s->ptr_ = cuda::device_alloc(bytes, device.index, &s->capacity_);
+    s->bytes_ = bytes;
+    s->device_ = device;
+    return s;
+  }
   // 64-byte alignment suits AVX-512 loads and cache lines.
   const size_t cls = size_class(bytes);
   void* p = cls >= kCacheMin ? host_cache().take(cls) : nullptr;
@@ -155,7 +160,8 @@ std::shared_ptr<Storage> Storage::allocate(size_t bytes, Device device) {
 }
 
 Storage::~Storage() {
-  if (ptr_ && capacity_ >= kCacheMin) host_cache().give(ptr_, capacity_);
+  if (device_.is_cuda()) cuda::device_free(ptr_, capacity_, device_.index);
+  else if (ptr_ && capacity_ >= kCacheMin) host_cache().give(ptr_, capacity_);
   else std::free(ptr_);
 }
 
@@ -178,7 +184,9 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
 
 Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) {
   Tensor t = empty(shape, dtype, device);
-  if (t.nbytes()) std::memset(t.raw_data(), 0, t.nbytes());
+  if (!t.nbytes()) return t;
+  if (device.is_cuda()) cuda::memset_zero(t.raw_data(), t.nbytes(), device.index);
+  else std::memset(t.raw_data(), 0, t.nbytes());
   return t;
 }
 
@@ -249,12 +257,12 @@ static double read_elem(const void* p, DType t, int64_t i) {
 
 double Tensor::item() const {
   CXR_CHECK(numel() == 1, "item(): tensor ", str(), " has ", numel(), " elements, expected 1");
-  CXR_CHECK(device().is_cpu(), "item(): tensor ", str(), " is not on the CPU; call to(Device::cpu()) first");
+  if (device().is_cuda()) return to(Device::cpu()).item();  // waits for the device
   return read_elem(raw_data(), dtype(), 0);
 }
 
 std::vector<double> Tensor::to_vector() const {
-  CXR_CHECK(device().is_cpu(), "to_vector(): tensor ", str(), " is not on the CPU");
+  if (device().is_cuda()) return to(Device::cpu()).to_vector();
   std::vector<double> out(static_cast<size_t>(numel()));
   for (int64_t i = 0; i < numel(); ++i) out[i] = read_elem(raw_data(), dtype(), i);
   return out;
@@ -263,7 +271,7 @@ std::vector<double> Tensor::to_vector() const {
 Tensor Tensor::to(Device device) const {
   CXR_CHECK(defined(), "to(device): tensor is undefined");
   if (device == this->device()) return *this;
-  Tensor out = empty(shape(), dtype(), device);  // throws for CUDA in a CPU-only build
+  Tensor out = empty(shape(), dtype(), device);  // throws for CUDA in a build without CUDA
   out.copy_(*this);
   return out;
 }
@@ -271,7 +279,11 @@ Tensor Tensor::to(Device device) const {
 Tensor Tensor::to(DType dt) const {
   CXR_CHECK(defined(), "to(dtype): tensor is undefined");
   if (dt == dtype()) return *this;
-  CXR_CHECK(device().is_cpu(), "to(", dtype_name(dt), "): dtype conversion of ", str(), " needs a CPU tensor");
+  if (device().is_cuda()) {
+    Tensor out = empty(shape(), dt, device());
+    cuda::convert(device().index, numel(), dtype(), raw_data(), dt, out.raw_data());
+    return out;
+  }
   Tensor out = empty(shape(), dt);
   const int64_t n = numel();
   const void* src = raw_data();
@@ -324,14 +336,17 @@ Tensor Tensor::view(const Shape& new_shape) const {
 void Tensor::copy_(const Tensor& src) {
   CXR_CHECK(defined() && src.defined(), "copy_: undefined tensor");
   CXR_CHECK(numel() == src.numel() && dtype() == src.dtype(), "copy_: cannot copy ", src.str(), " into ", str());
-  CXR_CHECK(device().is_cpu() && src.device().is_cpu(), "copy_: ", src.str(), " -> ", str(),
-            ": device copies need the CUDA backend");
-  if (nbytes() && raw_data() != src.raw_data()) std::memmove(raw_data(), src.raw_data(), nbytes());
+  if (!nbytes() || raw_data() == src.raw_data()) return;
+  if (device().is_cpu() && src.device().is_cpu()) std::memmove(raw_data(), src.raw_data(), nbytes());
+  else cuda::copy_bytes(raw_data(), device(), src.raw_data(), src.device(), nbytes());
 }
 
 void Tensor::fill_(double value) {
-  CXR_CHECK(device().is_cpu(), "fill_: ", str(), " is not on the CPU");
   const int64_t n = numel();
+  if (device().is_cuda()) {
+    cuda::fill(raw_data(), dtype(), n, value, device().index);
+    return;
+  }
   switch (dtype()) {
     case DType::f32: { float* p = data<float>(); for (int64_t i = 0; i < n; ++i) p[i] = static_cast<float>(value); break; }
     case DType::f64: { double* p = data<double>(); for (int64_t i = 0; i < n; ++i) p[i] = value; break; }
