@@ -4,6 +4,7 @@
 #include <unordered_set>
 
 #include "kernels/elementwise.h"
+#include "nn/op_util.h"
 
 namespace cxr::nn {
 
@@ -14,17 +15,21 @@ thread_local bool t_grad_enabled = true;
 Tensor add_new(const Tensor& a, const Tensor& b) {
   CXR_CHECK(a.shape() == b.shape() && a.dtype() == b.dtype(), "autograd: gradients ", a.str(), " and ", b.str(),
             " for the same tensor do not match");
+  CXR_CHECK(a.device() == b.device(), "autograd: gradients ", a.str(), " and ", b.str(),
+            " for the same tensor are on different devices");
   Tensor out = Tensor::empty(a.shape(), a.dtype(), a.device());
-  dispatch_float(a.dtype(), "autograd accumulate", [&]<typename T>() {
+  detail::on_device(a, "autograd accumulate", [&]<typename T>() {
     cpu::axpby<T>(default_thread_pool(), a.numel(), T(1), a.data<T>(), T(1), b.data<T>(), out.data<T>());
-  });
+  }, [&](auto& c) { cuda::axpby(c, a.numel(), 1.0f, a.data<float>(), 1.0f, b.data<float>(), out.data<float>()); });
   return out;
 }
 
 void add_into(Tensor& dst, const Tensor& g) {
-  dispatch_float(dst.dtype(), "autograd accumulate", [&]<typename T>() {
+  CXR_CHECK(dst.device() == g.device(), "autograd: gradient ", g.str(), " arrives for a tensor whose gradient is on ",
+            dst.device().str());
+  detail::on_device(dst, "autograd accumulate", [&]<typename T>() {
     cpu::add_inplace<T>(default_thread_pool(), dst.numel(), g.data<T>(), dst.data<T>());
-  });
+  }, [&](auto& c) { cuda::add_inplace(c, dst.numel(), g.data<float>(), dst.data<float>()); });
 }
 
 // True when t is the only handle to its data (no other tensor, view or pending
@@ -85,6 +90,7 @@ void backward(const Tensor& root, const Tensor& grad_out, bool retain_graph) {
               " is not a scalar; pass the gradient of the loss with respect to it");
     seed = Tensor::ones(root.shape(), root.dtype(), root.device());
   }
+  if (seed.device() != root.device()) seed = seed.to(root.device());
   CXR_CHECK(seed.shape() == root.shape() && seed.dtype() == root.dtype(), "backward: gradient ", seed.str(),
             " does not match root ", root.str());
   // Gradient mode off while running backward functions: they call kernels directly,

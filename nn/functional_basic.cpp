@@ -66,9 +66,9 @@ Tensor sum_to(const Tensor& g, const Shape& to) {
     reduce[d] = td == 1 && in_shape[d] != 1;
   }
   Tensor out = Tensor::empty(to, g.dtype(), g.device());
-  dispatch_float(g.dtype(), "sum_to", [&]<typename T>() {
+  on_device(g, "sum_to", [&]<typename T>() {
     cpu::reduce_sum<T>(in_shape, reduce, g.data<T>(), out.data<T>());
-  });
+  }, [&](auto& c) { cuda::reduce_sum(c, in_shape, reduce, g.data<float>(), out.data<float>()); });
   return out;
 }
 
@@ -78,12 +78,19 @@ Tensor binary(const char* op, cpu::BinOp kind, const Tensor& a, const Tensor& b)
   check_same(op, a, "a", b, "b");
   BcastPlan plan = plan_broadcast(op, a.shape(), b.shape());
   Tensor y = Tensor::empty(plan.out, a.dtype(), a.device());
-  dispatch_float(a.dtype(), op, [&]<typename T>() {
-    if (a.shape() == b.shape() && kind != cpu::BinOp::mul)
+  const bool same = a.shape() == b.shape() && kind != cpu::BinOp::mul;
+  on_device(a, op, [&]<typename T>() {
+    if (same)
       cpu::axpby<T>(pool(), a.numel(), T(1), a.data<T>(), kind == cpu::BinOp::add ? T(1) : T(-1), b.data<T>(),
                     y.data<T>());
     else
       cpu::binary_broadcast<T>(pool(), kind, plan.bc, a.data<T>(), b.data<T>(), y.data<T>());
+  }, [&](auto& c) {
+    if (same)
+      cuda::axpby(c, a.numel(), 1.0f, a.data<float>(), kind == cpu::BinOp::add ? 1.0f : -1.0f, b.data<float>(),
+                  y.data<float>());
+    else
+      cuda::binary_broadcast(c, kind, plan.bc, a.data<float>(), b.data<float>(), y.data<float>());
   });
   if (needs_record({&a, &b})) {
     const Shape as = a.shape(), bs = b.shape();
@@ -110,9 +117,9 @@ Tensor mul(const Tensor& a, const Tensor& b) { return binary("mul", cpu::BinOp::
 Tensor mul_scalar(const Tensor& x, double s) {
   check_input("mul_scalar", x, "x");
   Tensor y = empty_like(x);
-  dispatch_float(x.dtype(), "mul_scalar", [&]<typename T>() {
+  on_device(x, "mul_scalar", [&]<typename T>() {
     cpu::scale<T>(pool(), x.numel(), static_cast<T>(s), x.data<T>(), y.data<T>());
-  });
+  }, [&](auto& c) { cuda::scale(c, x.numel(), static_cast<float>(s), x.data<float>(), y.data<float>()); });
   if (needs_record({&x}))
     record(y, "mul_scalar", {x}, [s](const Tensor& g, std::vector<Tensor>& gi) { gi[0] = mul_scalar(g, s); });
   return y;
@@ -169,23 +176,30 @@ Tensor concat(const std::vector<Tensor>& xs, int64_t dim) {
   for (int64_t d = 0; d < dim; ++d) outer *= out[d];
   for (int64_t d = dim + 1; d < nd; ++d) inner *= out[d];
   Tensor y = Tensor::empty(out, xs[0].dtype(), xs[0].device());
-  dispatch_float(y.dtype(), "concat", [&]<typename T>() {
+  on_device(y, "concat", [&]<typename T>() {
     std::vector<const T*> ptrs;
     for (const Tensor& t : xs) ptrs.push_back(t.data<T>());
     cpu::concat<T>(outer, inner, static_cast<int64_t>(xs.size()), ptrs.data(), sizes.data(), y.data<T>());
+  }, [&](auto& c) {
+    std::vector<const float*> ptrs;
+    for (const Tensor& t : xs) ptrs.push_back(t.data<float>());
+    cuda::concat(c, outer, inner, static_cast<int64_t>(xs.size()), ptrs.data(), sizes.data(), y.data<float>());
   });
   if (needs_record(xs)) {
     std::vector<Shape> shapes;
     for (const Tensor& t : xs) shapes.push_back(t.shape());
     record(y, "concat", xs, [outer, inner, sizes, shapes](const Tensor& g, std::vector<Tensor>& gi) {
-      dispatch_float(g.dtype(), "concat backward", [&]<typename T>() {
+      for (size_t i = 0; i < gi.size(); ++i) gi[i] = Tensor::empty(shapes[i], g.dtype(), g.device());
+      on_device(g, "concat backward", [&]<typename T>() {
         std::vector<T*> ptrs;
-        for (size_t i = 0; i < gi.size(); ++i) {
-          gi[i] = Tensor::empty(shapes[i], g.dtype(), g.device());
-          ptrs.push_back(gi[i].data<T>());
-        }
+        for (size_t i = 0; i < gi.size(); ++i) ptrs.push_back(gi[i].data<T>());
         cpu::concat_backward<T>(outer, inner, static_cast<int64_t>(gi.size()), g.data<T>(), sizes.data(),
                                 ptrs.data());
+      }, [&](auto& c) {
+        std::vector<float*> ptrs;
+        for (size_t i = 0; i < gi.size(); ++i) ptrs.push_back(gi[i].data<float>());
+        cuda::concat_backward(c, outer, inner, static_cast<int64_t>(gi.size()), g.data<float>(), sizes.data(),
+                              ptrs.data());
       });
     });
   }
@@ -228,9 +242,12 @@ Tensor reduce(const char* op, const Tensor& x, const std::vector<int64_t>& dims,
   check_input(op, x, "x");
   ReducePlan p = plan_reduce(op, x, dims, keepdim);
   Tensor y = Tensor::empty(p.out_shape, x.dtype(), x.device());
-  dispatch_float(x.dtype(), op, [&]<typename T>() {
+  on_device(x, op, [&]<typename T>() {
     cpu::reduce_sum<T>(p.in_shape, p.reduce, x.data<T>(), y.data<T>());
     if (is_mean) cpu::scale<T>(pool(), y.numel(), T(1) / static_cast<T>(p.count), y.data<T>(), y.data<T>());
+  }, [&](auto& c) {
+    cuda::reduce_sum(c, p.in_shape, p.reduce, x.data<float>(), y.data<float>());
+    if (is_mean) cuda::scale(c, y.numel(), 1.0f / static_cast<float>(p.count), y.data<float>(), y.data<float>());
   });
   if (needs_record({&x})) {
     const Shape in = x.shape(), keep = p.keep_shape;
@@ -256,16 +273,19 @@ Tensor activation(const Tensor& x, cpu::Act act, double alpha) {
   const char* op = cpu::act_name(act);
   check_input(op, x, "x");
   Tensor y = empty_like(x);
-  dispatch_float(x.dtype(), op, [&]<typename T>() {
+  on_device(x, op, [&]<typename T>() {
     cpu::act_forward<T>(pool(), act, alpha, x.numel(), x.data<T>(), y.data<T>());
-  });
+  }, [&](auto& c) { cuda::act_forward(c, act, alpha, x.numel(), x.data<float>(), y.data<float>()); });
   if (needs_record({&x})) {
     // Save y without its graph to avoid a reference cycle y -> node -> y.
     Tensor ys = y.detach();
     record(y, op, {x}, [act, alpha, x, ys](const Tensor& g, std::vector<Tensor>& gi) {
       Tensor dx = empty_like(g);
-      dispatch_float(g.dtype(), "activation backward", [&]<typename T>() {
+      on_device(g, "activation backward", [&]<typename T>() {
         cpu::act_backward<T>(pool(), act, alpha, g.numel(), x.data<T>(), ys.data<T>(), g.data<T>(), dx.data<T>());
+      }, [&](auto& c) {
+        cuda::act_backward(c, act, alpha, g.numel(), x.data<float>(), ys.data<float>(), g.data<float>(),
+                           dx.data<float>());
       });
       gi[0] = dx;
     });
@@ -279,15 +299,17 @@ Tensor dropout(const Tensor& x, double p, bool training, Generator& gen) {
   if (!training || p == 0.0) return x;
   Tensor y = empty_like(x), mask = empty_like(x);
   const uint64_t base = gen.reserve(x.numel());
-  dispatch_float(x.dtype(), "dropout", [&]<typename T>() {
+  on_device(x, "dropout", [&]<typename T>() {
     cpu::dropout_forward<T>(pool(), x.numel(), p, gen.seed(), base, x.data<T>(), y.data<T>(), mask.data<T>());
+  }, [&](auto& c) {
+    cuda::dropout_forward(c, x.numel(), p, gen.seed(), base, x.data<float>(), y.data<float>(), mask.data<float>());
   });
   if (needs_record({&x}))
     record(y, "dropout", {x}, [mask](const Tensor& g, std::vector<Tensor>& gi) {
       Tensor dx = empty_like(g);
-      dispatch_float(g.dtype(), "dropout backward", [&]<typename T>() {
+      on_device(g, "dropout backward", [&]<typename T>() {
         cpu::mul<T>(pool(), g.numel(), g.data<T>(), mask.data<T>(), dx.data<T>());
-      });
+      }, [&](auto& c) { cuda::mul(c, g.numel(), g.data<float>(), mask.data<float>(), dx.data<float>()); });
       gi[0] = dx;
     });
   return y;

@@ -18,15 +18,17 @@ Tensor softmax_impl(const char* op, bool log, const Tensor& x, int64_t dim) {
   for (int64_t d = dim + 1; d < x.dim(); ++d) inner *= x.size(d);
   const int64_t D = x.size(dim);
   Tensor y = empty_like(x);
-  dispatch_float(x.dtype(), op, [&]<typename T>() {
+  on_device(x, op, [&]<typename T>() {
     cpu::softmax_forward<T>(pool(), log, outer, D, inner, x.data<T>(), y.data<T>());
-  });
+  }, [&](auto& c) { cuda::softmax_forward(c, log, outer, D, inner, x.data<float>(), y.data<float>()); });
   if (needs_record({&x})) {
     Tensor ys = y.detach();
     record(y, op, {x}, [ys, log, outer, D, inner](const Tensor& g, std::vector<Tensor>& gi) {
       gi[0] = empty_like(g);
-      dispatch_float(g.dtype(), "softmax backward", [&]<typename T>() {
+      on_device(g, "softmax backward", [&]<typename T>() {
         cpu::softmax_backward<T>(pool(), log, outer, D, inner, ys.data<T>(), g.data<T>(), gi[0].data<T>());
+      }, [&](auto& c) {
+        cuda::softmax_backward(c, log, outer, D, inner, ys.data<float>(), g.data<float>(), gi[0].data<float>());
       });
     });
   }
@@ -36,8 +38,11 @@ Tensor softmax_impl(const char* op, bool log, const Tensor& x, int64_t dim) {
 // Scales a precomputed local gradient by the upstream scalar gradient.
 Tensor scaled(const Tensor& local, const Tensor& g) {
   Tensor out = empty_like(local);
-  dispatch_float(local.dtype(), "loss backward", [&]<typename T>() {
+  on_device(local, "loss backward", [&]<typename T>() {
     cpu::scale<T>(pool(), local.numel(), static_cast<T>(g.item()), local.data<T>(), out.data<T>());
+  }, [&](auto& c) {
+    out.copy_(local);
+    cuda::scale_by_device_scalar(c, out.numel(), g.data<float>(), out.data<float>());
   });
   return out;
 }
@@ -51,8 +56,9 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target, const CrossEntr
   check_input(op, logits, "logits");
   CXR_CHECK(logits.dim() == 2, "cross_entropy: logits ", logits.str(), " must be (N, C)");
   check_defined(op, target, "target");
-  CXR_CHECK(target.dtype() == DType::i64 && target.device().is_cpu(), "cross_entropy: target ", target.str(),
-            " must be an i64 tensor of class indices on the CPU");
+  CXR_CHECK(target.dtype() == DType::i64 && (target.device().is_cpu() || target.device() == logits.device()),
+            "cross_entropy: target ", target.str(), " must be an i64 tensor of class indices on the CPU or on ",
+            logits.device().str());
   const int64_t N = logits.size(0), C = logits.size(1);
   CXR_CHECK(target.dim() == 1 && target.size(0) == N, "cross_entropy: target ", target.str(), " must be (", N,
             ") for logits ", logits.str());
@@ -67,23 +73,38 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target, const CrossEntr
   Tensor loss = Tensor::empty({}, logits.dtype(), logits.device());
   const bool grad = needs_record({&logits});
   Tensor dlogits = grad ? empty_like(logits) : Tensor();
-  dispatch_float(logits.dtype(), op, [&]<typename T>() {
+  // Names the first out-of-range target (reading it on the host) and throws.
+  auto bad_target = [&]() {
+    const Tensor t = target.to(Device::cpu());
+    int64_t bad = 0;
+    for (int64_t i = 0; i < N; ++i)
+      if (t.data<int64_t>()[i] < 0 || t.data<int64_t>()[i] >= C) { bad = t.data<int64_t>()[i]; break; }
+    throw ValueError(cxr::detail::cat("cross_entropy: target value ", bad, " is outside [0, ", C, ") for logits ",
+                                      logits.str()));
+  };
+  // Class weights of the batch's targets must not sum to zero (the loss divides by it).
+  auto check_weight_sum = [&]() {
+    if (!w.defined()) return;
+    const Tensor t = target.to(Device::cpu());
+    const std::vector<double> wv = w.to_vector();
+    double wsum = 0;
+    for (int64_t i = 0; i < N; ++i) wsum += wv[static_cast<size_t>(t.data<int64_t>()[i])];
+    CXR_CHECK(wsum > 0, "cross_entropy: the class weights of this batch's targets sum to ", wsum,
+              "; the loss is undefined");
+  };
+  on_device(logits, op, [&]<typename T>() {
     const bool ok = cpu::cross_entropy<T>(N, C, logits.data<T>(), target.data<int64_t>(),
                                           w.defined() ? w.data<T>() : nullptr, o.label_smoothing, loss.data<T>(),
                                           grad ? dlogits.data<T>() : nullptr, T(1));
-    if (!ok) {
-      int64_t bad = 0;
-      for (int64_t i = 0; i < N; ++i)
-        if (target.data<int64_t>()[i] < 0 || target.data<int64_t>()[i] >= C) { bad = target.data<int64_t>()[i]; break; }
-      throw ValueError(cxr::detail::cat("cross_entropy: target value ", bad, " is outside [0, ", C, ") for logits ",
-                                   logits.str()));
-    }
-    if (w.defined()) {
-      double wsum = 0;
-      for (int64_t i = 0; i < N; ++i) wsum += w.data<T>()[target.data<int64_t>()[i]];
-      CXR_CHECK(wsum > 0, "cross_entropy: the class weights of this batch's targets sum to ", wsum,
-                "; the loss is undefined");
-    }
+    if (!ok) bad_target();
+    check_weight_sum();
+  }, [&](auto& c) {
+    const Tensor t = target.to(logits.device());
+    const bool ok = cuda::cross_entropy(c, N, C, logits.data<float>(), t.data<int64_t>(),
+                                        w.defined() ? w.data<float>() : nullptr, o.label_smoothing,
+                                        loss.data<float>(), grad ? dlogits.data<float>() : nullptr, 1.0f);
+    if (!ok) bad_target();
+    check_weight_sum();
   });
   if (grad)
     record(loss, op, {logits}, [dlogits](const Tensor& g, std::vector<Tensor>& gi) { gi[0] = scaled(dlogits, g); });
@@ -108,10 +129,14 @@ Tensor binary_cross_entropy_with_logits(const Tensor& logits, const Tensor& targ
   Tensor loss = Tensor::empty({}, logits.dtype(), logits.device());
   const bool grad = needs_record({&logits, &target});
   Tensor dx = grad ? empty_like(logits) : Tensor(), dy = grad ? empty_like(target) : Tensor();
-  dispatch_float(logits.dtype(), op, [&]<typename T>() {
+  on_device(logits, op, [&]<typename T>() {
     cpu::bce_with_logits<T>(logits.numel(), PL, logits.data<T>(), target.data<T>(),
                             pos_weight.defined() ? pos_weight.data<T>() : nullptr, loss.data<T>(),
                             grad ? dx.data<T>() : nullptr, grad ? dy.data<T>() : nullptr, T(1));
+  }, [&](auto& c) {
+    cuda::bce_with_logits(c, logits.numel(), PL, logits.data<float>(), target.data<float>(),
+                          pos_weight.defined() ? pos_weight.data<float>() : nullptr, loss.data<float>(),
+                          grad ? dx.data<float>() : nullptr, grad ? dy.data<float>() : nullptr, 1.0f);
   });
   if (grad)
     record(loss, op, {logits, target}, [dx, dy](const Tensor& g, std::vector<Tensor>& gi) {
@@ -131,9 +156,12 @@ Tensor mse_loss(const Tensor& a, const Tensor& b) {
   Tensor loss = Tensor::empty({}, a.dtype(), a.device());
   const bool grad = needs_record({&a, &b});
   Tensor da = grad ? empty_like(a) : Tensor(), db = grad ? empty_like(b) : Tensor();
-  dispatch_float(a.dtype(), op, [&]<typename T>() {
+  on_device(a, op, [&]<typename T>() {
     cpu::mse<T>(a.numel(), a.data<T>(), b.data<T>(), loss.data<T>(), grad ? da.data<T>() : nullptr,
                 grad ? db.data<T>() : nullptr, T(1));
+  }, [&](auto& c) {
+    cuda::mse(c, a.numel(), a.data<float>(), b.data<float>(), loss.data<float>(), grad ? da.data<float>() : nullptr,
+              grad ? db.data<float>() : nullptr, 1.0f);
   });
   if (grad)
     record(loss, op, {a, b}, [da, db](const Tensor& g, std::vector<Tensor>& gi) {

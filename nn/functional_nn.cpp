@@ -41,28 +41,35 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dOpt
     CXR_CHECK(b.dim() == 1 && b.size(0) == s.K, "conv2d: bias ", b.str(), " must be (", s.K, ")");
   }
   Tensor y = Tensor::empty({s.N, s.K, s.P(), s.Q()}, x.dtype(), x.device());
-  dispatch_float(x.dtype(), op, [&]<typename T>() {
+  on_device(x, op, [&]<typename T>() {
     cpu::conv2d_forward<T>(pool(), s, x.data<T>(), w.data<T>(), b.defined() ? b.data<T>() : nullptr, y.data<T>());
+  }, [&](auto& c) {
+    cuda::conv2d_forward(c, s, x.data<float>(), w.data<float>(), b.defined() ? b.data<float>() : nullptr,
+                         y.data<float>());
   });
   if (needs_record({&x, &w, &b})) {
     std::vector<Tensor> inputs = {x, w};
     if (b.defined()) inputs.push_back(b);
     record(y, op, inputs, [s, x, w, has_b = b.defined()](const Tensor& g, std::vector<Tensor>& gi) {
-      dispatch_float(g.dtype(), "conv2d backward", [&]<typename T>() {
-        if (x.requires_grad()) {
-          gi[0] = empty_like(x);
-          cpu::conv2d_backward_data<T>(pool(), s, g.data<T>(), w.data<T>(), gi[0].data<T>());
-        }
-        const bool need_w = w.requires_grad(), need_b = has_b && gi.size() > 2;
-        if (need_w || need_b) {
-          Tensor dw = empty_like(w);
-          Tensor db = has_b ? Tensor::empty({s.K}, g.dtype(), g.device()) : Tensor();
+      if (x.requires_grad()) gi[0] = empty_like(x);
+      const bool need_w = w.requires_grad(), need_b = has_b && gi.size() > 2;
+      Tensor dw = need_w || need_b ? empty_like(w) : Tensor();
+      Tensor db = (need_w || need_b) && has_b ? Tensor::empty({s.K}, g.dtype(), g.device()) : Tensor();
+      on_device(g, "conv2d backward", [&]<typename T>() {
+        if (x.requires_grad()) cpu::conv2d_backward_data<T>(pool(), s, g.data<T>(), w.data<T>(), gi[0].data<T>());
+        if (dw.defined())
           cpu::conv2d_backward_weight<T>(pool(), s, x.data<T>(), g.data<T>(), dw.data<T>(),
-                                         has_b ? db.data<T>() : nullptr);
-          gi[1] = dw;
-          if (has_b) gi[2] = db;
-        }
+                                         db.defined() ? db.data<T>() : nullptr);
+      }, [&](auto& c) {
+        if (x.requires_grad()) cuda::conv2d_backward_data(c, s, g.data<float>(), w.data<float>(), gi[0].data<float>());
+        if (dw.defined())
+          cuda::conv2d_backward_weight(c, s, x.data<float>(), g.data<float>(), dw.data<float>(),
+                                       db.defined() ? db.data<float>() : nullptr);
       });
+      if (dw.defined()) {
+        gi[1] = dw;
+        if (has_b) gi[2] = db;
+      }
     });
   }
   return y;
@@ -76,23 +83,31 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
             b.str(), " (expected (M, K) x (K, N))");
   const int64_t M = a.size(0), K = a.size(1), N = b.size(1);
   Tensor y = Tensor::empty({M, N}, a.dtype(), a.device());
-  dispatch_float(a.dtype(), "matmul", [&]<typename T>() {
+  on_device(a, "matmul", [&]<typename T>() {
     cpu::gemm_parallel<T>(pool(), cpu::Trans::no, cpu::Trans::no, M, N, K, T(1), a.data<T>(), K, b.data<T>(), N,
                           T(0), y.data<T>(), N);
+  }, [&](auto& c) {
+    cuda::gemm(c, cpu::Trans::no, cpu::Trans::no, M, N, K, 1.0f, a.data<float>(), K, b.data<float>(), N, 0.0f,
+               y.data<float>(), N);
   });
   if (needs_record({&a, &b}))
     record(y, "matmul", {a, b}, [a, b, M, N, K](const Tensor& g, std::vector<Tensor>& gi) {
-      dispatch_float(g.dtype(), "matmul backward", [&]<typename T>() {
-        if (a.requires_grad()) {  // da = g b^T
-          gi[0] = empty_like(a);
+      if (a.requires_grad()) gi[0] = empty_like(a);
+      if (b.requires_grad()) gi[1] = empty_like(b);
+      on_device(g, "matmul backward", [&]<typename T>() {
+        if (a.requires_grad())  // da = g b^T
           cpu::gemm_parallel<T>(pool(), cpu::Trans::no, cpu::Trans::yes, M, K, N, T(1), g.data<T>(), N, b.data<T>(),
                                 N, T(0), gi[0].data<T>(), K);
-        }
-        if (b.requires_grad()) {  // db = a^T g
-          gi[1] = empty_like(b);
+        if (b.requires_grad())  // db = a^T g
           cpu::gemm_parallel<T>(pool(), cpu::Trans::yes, cpu::Trans::no, K, N, M, T(1), a.data<T>(), K, g.data<T>(),
                                 N, T(0), gi[1].data<T>(), N);
-        }
+      }, [&](auto& c) {
+        if (a.requires_grad())
+          cuda::gemm(c, cpu::Trans::no, cpu::Trans::yes, M, K, N, 1.0f, g.data<float>(), N, b.data<float>(), N, 0.0f,
+                     gi[0].data<float>(), K);
+        if (b.requires_grad())
+          cuda::gemm(c, cpu::Trans::yes, cpu::Trans::no, K, N, M, 1.0f, a.data<float>(), K, g.data<float>(), N, 0.0f,
+                     gi[1].data<float>(), N);
       });
     });
   return y;
@@ -113,7 +128,7 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
     CXR_CHECK(b.dim() == 1 && b.size(0) == O, "linear: bias ", b.str(), " must be (", O, ")");
   }
   Tensor y = Tensor::empty({N, O}, x.dtype(), x.device());
-  dispatch_float(x.dtype(), op, [&]<typename T>() {
+  on_device(x, op, [&]<typename T>() {
     T* yp = y.data<T>();
     if (b.defined()) {
       const T* bp = b.data<T>();
@@ -122,29 +137,43 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
     }
     cpu::gemm_parallel<T>(pool(), cpu::Trans::no, cpu::Trans::yes, N, O, I, T(1), x.data<T>(), I, w.data<T>(), I,
                           b.defined() ? T(1) : T(0), yp, O);
+  }, [&](auto& c) {
+    cuda::gemm(c, cpu::Trans::no, cpu::Trans::yes, N, O, I, 1.0f, x.data<float>(), I, w.data<float>(), I, 0.0f,
+               y.data<float>(), O);
+    if (b.defined()) cuda::add_channel_bias(c, N * O, O, 1, b.data<float>(), y.data<float>());
   });
   if (needs_record({&x, &w, &b})) {
     std::vector<Tensor> inputs = {x, w};
     if (b.defined()) inputs.push_back(b);
     record(y, op, inputs, [x, w, N, I, O](const Tensor& g, std::vector<Tensor>& gi) {
-      dispatch_float(g.dtype(), "linear backward", [&]<typename T>() {
-        if (x.requires_grad()) {  // dx = g w
-          gi[0] = empty_like(x);
+      if (x.requires_grad()) gi[0] = empty_like(x);
+      if (w.requires_grad()) gi[1] = empty_like(w);
+      if (gi.size() > 2) gi[2] = Tensor::empty({O}, g.dtype(), g.device());
+      on_device(g, "linear backward", [&]<typename T>() {
+        if (x.requires_grad())  // dx = g w
           cpu::gemm_parallel<T>(pool(), cpu::Trans::no, cpu::Trans::no, N, I, O, T(1), g.data<T>(), O, w.data<T>(),
                                 I, T(0), gi[0].data<T>(), I);
-        }
-        if (w.requires_grad()) {  // dw = g^T x
-          gi[1] = empty_like(w);
+        if (w.requires_grad())  // dw = g^T x
           cpu::gemm_parallel<T>(pool(), cpu::Trans::yes, cpu::Trans::no, O, I, N, T(1), g.data<T>(), O, x.data<T>(),
                                 I, T(0), gi[1].data<T>(), I);
-        }
         if (gi.size() > 2) {  // db = sum over rows of g
-          gi[2] = Tensor::empty({O}, g.dtype(), g.device());
           T* db = gi[2].data<T>();
           const T* gp = g.data<T>();
           for (int64_t o = 0; o < O; ++o) db[o] = 0;
           for (int64_t n = 0; n < N; ++n)
             for (int64_t o = 0; o < O; ++o) db[o] += gp[n * O + o];
+        }
+      }, [&](auto& c) {
+        if (x.requires_grad())
+          cuda::gemm(c, cpu::Trans::no, cpu::Trans::no, N, I, O, 1.0f, g.data<float>(), O, w.data<float>(), I, 0.0f,
+                     gi[0].data<float>(), I);
+        if (w.requires_grad())
+          cuda::gemm(c, cpu::Trans::yes, cpu::Trans::no, O, I, N, 1.0f, g.data<float>(), O, x.data<float>(), I, 0.0f,
+                     gi[1].data<float>(), I);
+        if (gi.size() > 2) {
+          const int64_t in_shape[cpu::kBcastDims] = {1, 1, 1, N, O};
+          const bool red[cpu::kBcastDims] = {false, false, false, true, false};
+          cuda::reduce_sum(c, in_shape, red, g.data<float>(), gi[2].data<float>());
         }
       });
     });
@@ -173,15 +202,17 @@ Tensor max_pool2d(const Tensor& x, const Pool2dOptions& o) {
   const cpu::Pool2dShape s = pool_shape("max_pool2d", x, o);
   Tensor y = Tensor::empty({s.N, s.C, s.P(), s.Q()}, x.dtype(), x.device());
   Tensor idx = Tensor::empty(y.shape(), DType::i64, x.device());
-  dispatch_float(x.dtype(), "max_pool2d", [&]<typename T>() {
+  on_device(x, "max_pool2d", [&]<typename T>() {
     cpu::max_pool2d_forward<T>(pool(), s, x.data<T>(), y.data<T>(), idx.data<int64_t>());
-  });
+  }, [&](auto& c) { cuda::max_pool2d_forward(c, s, x.data<float>(), y.data<float>(), idx.data<int64_t>()); });
   if (needs_record({&x})) {
     const Shape in = x.shape();
     record(y, "max_pool2d", {x}, [s, idx, in](const Tensor& g, std::vector<Tensor>& gi) {
       gi[0] = Tensor::empty(in, g.dtype(), g.device());
-      dispatch_float(g.dtype(), "max_pool2d backward", [&]<typename T>() {
+      on_device(g, "max_pool2d backward", [&]<typename T>() {
         cpu::max_pool2d_backward<T>(pool(), s, g.data<T>(), idx.data<int64_t>(), gi[0].data<T>());
+      }, [&](auto& c) {
+        cuda::max_pool2d_backward(c, s, g.data<float>(), idx.data<int64_t>(), gi[0].data<float>());
       });
     });
   }
@@ -191,16 +222,16 @@ Tensor max_pool2d(const Tensor& x, const Pool2dOptions& o) {
 Tensor avg_pool2d(const Tensor& x, const Pool2dOptions& o) {
   const cpu::Pool2dShape s = pool_shape("avg_pool2d", x, o);
   Tensor y = Tensor::empty({s.N, s.C, s.P(), s.Q()}, x.dtype(), x.device());
-  dispatch_float(x.dtype(), "avg_pool2d", [&]<typename T>() {
+  on_device(x, "avg_pool2d", [&]<typename T>() {
     cpu::avg_pool2d_forward<T>(pool(), s, x.data<T>(), y.data<T>());
-  });
+  }, [&](auto& c) { cuda::avg_pool2d_forward(c, s, x.data<float>(), y.data<float>()); });
   if (needs_record({&x})) {
     const Shape in = x.shape();
     record(y, "avg_pool2d", {x}, [s, in](const Tensor& g, std::vector<Tensor>& gi) {
       gi[0] = Tensor::empty(in, g.dtype(), g.device());
-      dispatch_float(g.dtype(), "avg_pool2d backward", [&]<typename T>() {
+      on_device(g, "avg_pool2d backward", [&]<typename T>() {
         cpu::avg_pool2d_backward<T>(pool(), s, g.data<T>(), gi[0].data<T>());
-      });
+      }, [&](auto& c) { cuda::avg_pool2d_backward(c, s, g.data<float>(), gi[0].data<float>()); });
     });
   }
   return y;
@@ -211,16 +242,16 @@ Tensor global_avg_pool2d(const Tensor& x) {
   CXR_CHECK(x.dim() == 4, "global_avg_pool2d: input ", x.str(), " must be 4-D (N, C, H, W)");
   const int64_t NC = x.size(0) * x.size(1), HW = x.size(2) * x.size(3);
   Tensor y = Tensor::empty({x.size(0), x.size(1), 1, 1}, x.dtype(), x.device());
-  dispatch_float(x.dtype(), "global_avg_pool2d", [&]<typename T>() {
+  on_device(x, "global_avg_pool2d", [&]<typename T>() {
     cpu::global_avg_pool_forward<T>(pool(), NC, HW, x.data<T>(), y.data<T>());
-  });
+  }, [&](auto& c) { cuda::global_avg_pool_forward(c, NC, HW, x.data<float>(), y.data<float>()); });
   if (needs_record({&x})) {
     const Shape in = x.shape();
     record(y, "global_avg_pool2d", {x}, [NC, HW, in](const Tensor& g, std::vector<Tensor>& gi) {
       gi[0] = Tensor::empty(in, g.dtype(), g.device());
-      dispatch_float(g.dtype(), "global_avg_pool2d backward", [&]<typename T>() {
+      on_device(g, "global_avg_pool2d backward", [&]<typename T>() {
         cpu::global_avg_pool_backward<T>(pool(), NC, HW, g.data<T>(), gi[0].data<T>());
-      });
+      }, [&](auto& c) { cuda::global_avg_pool_backward(c, NC, HW, g.data<float>(), gi[0].data<float>()); });
     });
   }
   return y;
@@ -255,7 +286,7 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Ten
   if (training) CXR_CHECK(N * HW > 1, "batch_norm: training needs more than one value per channel, got input ", x.str());
   Tensor y = empty_like(x);
   Tensor mean = Tensor::empty({C}, x.dtype(), x.device()), invstd = Tensor::empty({C}, x.dtype(), x.device());
-  dispatch_float(x.dtype(), op, [&]<typename T>() {
+  on_device(x, op, [&]<typename T>() {
     const T* g = weight.defined() ? weight.data<T>() : nullptr;
     const T* b = bias.defined() ? bias.data<T>() : nullptr;
     if (training) {
@@ -279,6 +310,21 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Ten
         invstd.data<T>()[c] = static_cast<T>(1.0 / std::sqrt(static_cast<double>(running_var.data<T>()[c]) + eps));
       }
     }
+  }, [&](auto& c) {
+    const float* g = weight.defined() ? weight.data<float>() : nullptr;
+    const float* b = bias.defined() ? bias.data<float>() : nullptr;
+    if (training) {
+      cuda::batchnorm_forward_train(c, N, C, HW, x.data<float>(), g, b, eps, y.data<float>(), mean.data<float>(),
+                                    invstd.data<float>());
+      if (running_mean.defined())
+        cuda::batchnorm_update_running(c, C, momentum, N * HW, eps, mean.data<float>(), invstd.data<float>(),
+                                       running_mean.data<float>(), running_var.data<float>());
+    } else {
+      cuda::batchnorm_forward_eval(c, N, C, HW, x.data<float>(), g, b, running_mean.data<float>(),
+                                   running_var.data<float>(), eps, y.data<float>());
+      cuda::batchnorm_eval_stats(c, C, eps, running_mean.data<float>(), running_var.data<float>(), mean.data<float>(),
+                                 invstd.data<float>());
+    }
   });
   if (needs_record({&x, &weight, &bias})) {
     std::vector<Tensor> inputs = {x};
@@ -288,19 +334,25 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Ten
     if (bias.defined()) inputs.push_back(bias);
     record(y, op, inputs,
            [x, weight, mean, invstd, training, N, C, HW, wi, bi](const Tensor& g, std::vector<Tensor>& gi) {
-             dispatch_float(g.dtype(), "batch_norm backward", [&]<typename T>() {
-               Tensor dx = x.requires_grad() ? empty_like(x) : Tensor();
-               Tensor dgamma = wi >= 0 ? Tensor::empty({C}, g.dtype(), g.device()) : Tensor();
-               Tensor dbeta = bi >= 0 ? Tensor::empty({C}, g.dtype(), g.device()) : Tensor();
+             Tensor dx = x.requires_grad() ? empty_like(x) : Tensor();
+             Tensor dgamma = wi >= 0 ? Tensor::empty({C}, g.dtype(), g.device()) : Tensor();
+             Tensor dbeta = bi >= 0 ? Tensor::empty({C}, g.dtype(), g.device()) : Tensor();
+             on_device(g, "batch_norm backward", [&]<typename T>() {
                cpu::batchnorm_backward<T>(pool(), training, N, C, HW, x.data<T>(), g.data<T>(),
                                           weight.defined() ? weight.data<T>() : nullptr, mean.data<T>(),
                                           invstd.data<T>(), dx.defined() ? dx.data<T>() : nullptr,
                                           dgamma.defined() ? dgamma.data<T>() : nullptr,
                                           dbeta.defined() ? dbeta.data<T>() : nullptr);
-               gi[0] = dx;
-               if (wi >= 0) gi[wi] = dgamma;
-               if (bi >= 0) gi[bi] = dbeta;
+             }, [&](auto& c) {
+               cuda::batchnorm_backward(c, training, N, C, HW, x.data<float>(), g.data<float>(),
+                                        weight.defined() ? weight.data<float>() : nullptr, mean.data<float>(),
+                                        invstd.data<float>(), dx.defined() ? dx.data<float>() : nullptr,
+                                        dgamma.defined() ? dgamma.data<float>() : nullptr,
+                                        dbeta.defined() ? dbeta.data<float>() : nullptr);
              });
+             gi[0] = dx;
+             if (wi >= 0) gi[wi] = dgamma;
+             if (bi >= 0) gi[bi] = dbeta;
            });
   }
   return y;

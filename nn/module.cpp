@@ -83,6 +83,19 @@ void Module::to(DType dtype) {
   for (auto& [n, t] : named_buffers()) convert(t);
 }
 
+void Module::to(Device device) {
+  auto move = [&](const Tensor& t) {
+    if (t.dtype() == DType::i64 || t.device() == device) return;
+    Tensor c = t.to(device);
+    TensorImpl* impl = t.impl();
+    impl->storage = c.impl()->storage;
+    impl->offset = 0;
+    impl->grad = Tensor();
+  };
+  for (auto& [n, t] : named_parameters()) move(t);
+  for (auto& [n, t] : named_buffers()) move(t);
+}
+
 void Module::zero_grad() {
   for (auto& [n, t] : named_parameters()) {
     Tensor p = t;

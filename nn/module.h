@@ -40,6 +40,11 @@ class Module {
   // Converts every floating-point parameter and buffer to `dtype` in place (f64 for
   // gradient checks); handles held elsewhere see the change.
   void to(DType dtype);
+  // Moves every floating-point parameter and buffer to `device` in place (gradients are
+  // dropped; handles held elsewhere see the move). Integer buffers such as BatchNorm's
+  // num_batches_tracked stay on the CPU, where the host updates them without a device
+  // round trip. Build optimizers after moving the module.
+  void to(Device device);
   // Drops every parameter's gradient.
   void zero_grad();
   int64_t num_parameters() const;

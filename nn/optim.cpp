@@ -1,16 +1,21 @@
 #include "nn/optim.h"
 
 #include <cmath>
+#include <map>
 
 #include "kernels/elementwise.h"
 #include "nn/autograd.h"
+#include "nn/op_util.h"
 
 namespace cxr::nn {
+
+using detail::run_cuda;
 
 namespace {
 void check_param(const Tensor& p, const char* opt) {
   CXR_CHECK(p.defined() && p.requires_grad() && p.is_leaf(), opt, ": parameters must be leaf tensors requiring grad");
-  CXR_CHECK(p.device().is_cpu(), opt, ": parameter ", p.str(), " is not on the CPU; CUDA needs the CUDA backend");
+  CXR_CHECK(p.device().is_cpu() || p.dtype() == DType::f32, opt, ": parameter ", p.str(),
+            " is on a CUDA device, where only f32 is supported");
 }
 
 // Options' lr / weight_decay, when set, must match every group's.
@@ -83,18 +88,27 @@ void SGD::step() {
   for (size_t gi = 0; gi < groups_.size(); ++gi) {
     const ParamGroup& g = groups_[gi];
     cpu::SgdHyper h{g.lr, o_.momentum, o_.dampening, g.weight_decay, o_.nesterov};
+    // CUDA parameters are updated together, one fused launch per (device, first step or not).
+    std::map<std::pair<int, bool>, std::vector<cuda::SgdSlot>> fused;
     for (size_t i = 0; i < g.params.size(); ++i) {
       const Tensor& p = g.params[i];
       const Tensor grad = p.grad();
       if (!grad.defined()) continue;
       Tensor& buf = momentum_[gi][i];
       const bool first = !buf.defined();
-      if (first && o_.momentum != 0) buf = Tensor::empty(p.shape(), p.dtype());
+      if (first && o_.momentum != 0) buf = Tensor::empty(p.shape(), p.dtype(), p.device());
+      if (p.device().is_cuda()) {
+        fused[{p.device().index, first}].push_back(
+            {p.data<float>(), grad.data<float>(), buf.defined() ? buf.data<float>() : nullptr, p.numel()});
+        continue;
+      }
       dispatch_float(p.dtype(), "SGD", [&]<typename T>() {
         cpu::sgd_update<T>(default_thread_pool(), p.numel(), h, first, p.data<T>(), grad.data<T>(),
                            buf.defined() ? buf.data<T>() : nullptr);
       });
     }
+    for (auto& [key, slots] : fused)
+      run_cuda("SGD", key.first, [&](auto& c) { cuda::sgd_update_multi(c, h, key.second, slots); });
   }
   ++steps_;
 }
@@ -114,7 +128,7 @@ void SGD::load_state(const std::map<std::string, Tensor>& s, int64_t steps) {
       if (it == s.end()) { momentum_[g][i] = Tensor(); continue; }
       CXR_CHECK(it->second.shape() == groups_[g].params[i].shape(), "SGD::load_state: ", it->first, " has shape ",
                 shape_str(it->second.shape()), ", parameter has ", shape_str(groups_[g].params[i].shape()));
-      momentum_[g][i] = it->second.to(groups_[g].params[i].dtype()).clone();
+      momentum_[g][i] = it->second.to(groups_[g].params[i].dtype()).to(groups_[g].params[i].device()).clone();
     }
   steps_ = steps;
 }
@@ -141,20 +155,28 @@ void Adam::step() {
   for (size_t gi = 0; gi < groups_.size(); ++gi) {
     const ParamGroup& g = groups_[gi];
     cpu::AdamHyper h{g.lr, o_.beta1, o_.beta2, o_.eps, g.weight_decay, o_.decoupled_weight_decay};
+    // CUDA parameters sharing a device and a step count are updated in one fused launch.
+    std::map<std::pair<int, int64_t>, std::vector<cuda::AdamSlot>> fused;
     for (size_t i = 0; i < g.params.size(); ++i) {
       const Tensor& p = g.params[i];
       const Tensor grad = p.grad();
       if (!grad.defined()) continue;
       if (!m_[gi][i].defined()) {
-        m_[gi][i] = Tensor::zeros(p.shape(), p.dtype());
-        v_[gi][i] = Tensor::zeros(p.shape(), p.dtype());
+        m_[gi][i] = Tensor::zeros(p.shape(), p.dtype(), p.device());
+        v_[gi][i] = Tensor::zeros(p.shape(), p.dtype(), p.device());
       }
       const int64_t t = ++t_[gi][i];
+      if (p.device().is_cuda()) {
+        fused[{p.device().index, t}].push_back(
+            {p.data<float>(), grad.data<float>(), m_[gi][i].data<float>(), v_[gi][i].data<float>(), p.numel()});
+        continue;
+      }
       dispatch_float(p.dtype(), "Adam", [&]<typename T>() {
         cpu::adam_update<T>(default_thread_pool(), p.numel(), h, t, p.data<T>(), grad.data<T>(), m_[gi][i].data<T>(),
                             v_[gi][i].data<T>());
       });
-    }
+    }  for (auto& [key, slots] : fused)
+      run_cuda("Adam", key.first, [&](auto& c) { cuda::adam_update_multi(c, h, key.second, slots); });
   }
   ++steps_;
 }
@@ -183,8 +205,8 @@ void Adam::load_state(const std::map<std::string, Tensor>& s, int64_t steps) {
       }
       CXR_CHECK(m->second.shape() == p.shape() && v->second.shape() == p.shape(), "Adam::load_state: state for ",
                 slot(g, i, ""), " does not match parameter ", p.str());
-      m_[g][i] = m->second.to(p.dtype()).clone();
-      v_[g][i] = v->second.to(p.dtype()).clone();
+      m_[g][i] = m->second.to(p.dtype()).to(p.device()).clone();
+      v_[g][i] = v->second.to(p.dtype()).to(p.device()).clone();
       t_[g][i] = static_cast<int64_t>(t->second.item());
     }
   steps_ = steps;
@@ -193,20 +215,33 @@ void Adam::load_state(const std::map<std::string, Tensor>& s, int64_t steps) {
 double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
   CXR_CHECK(max_norm > 0, "clip_grad_norm: max_norm ", max_norm, " must be > 0");
   double sq = 0;
+  std::map<int, std::vector<std::pair<const float*, int64_t>>> on_gpu;  // by device
   for (const Tensor& p : params) {
     const Tensor g = p.grad();
     if (!g.defined()) continue;
+    if (g.device().is_cuda()) {
+      on_gpu[g.device().index].push_back({g.data<float>(), g.numel()});
+      continue;
+    }
     dispatch_float(g.dtype(), "clip_grad_norm", [&]<typename T>() {
       const T* d = g.data<T>();
       for (int64_t i = 0; i < g.numel(); ++i) sq += static_cast<double>(d[i]) * d[i];
     });
   }
+  for (auto& [dev, list] : on_gpu)
+    run_cuda("clip_grad_norm", dev, [&](auto& c) { sq += cuda::sum_of_squares_multi(c, list); });
   const double norm = std::sqrt(sq);
   if (!std::isfinite(norm) || norm <= max_norm) return norm;
   const double k = max_norm / (norm + 1e-6);
   for (const Tensor& p : params) {
     Tensor g = p.grad();
     if (!g.defined()) continue;
+    if (g.device().is_cuda()) {
+      run_cuda("clip_grad_norm", g.device().index, [&](auto& c) {
+        cuda::scale(c, g.numel(), static_cast<float>(k), g.data<float>(), g.data<float>());
+      });
+      continue;
+    }
     dispatch_float(g.dtype(), "clip_grad_norm", [&]<typename T>() {
       cpu::scale<T>(default_thread_pool(), g.numel(), static_cast<T>(k), g.data<T>(), g.data<T>());
     });
@@ -216,7 +251,7 @@ double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
 
 EMA::EMA(const Module& m, double decay) : decay_(decay) {
   CXR_CHECK(decay > 0 && decay < 1, "EMA: decay ", decay, " must be in (0, 1)");
-  for (auto& [name, t] : m.state_dict()) shadow_[name] = t.clone();
+  for (auto& [name, t] : m.state_dict()) shadow_[name] = t.clone();  // on the module's devices
 }
 
 void EMA::update(const Module& m) {
@@ -225,6 +260,14 @@ void EMA::update(const Module& m) {
     CXR_CHECK(it != shadow_.end(), "EMA::update: module has an entry '", name, "' the EMA was not built with");
     if (t.dtype() == DType::i64) {
       it->second.copy_(t);  // counters are copied, not averaged
+      continue;
+    }
+    CXR_CHECK(it->second.device() == t.device(), "EMA::update: '", name, "' is on ", t.device().str(),
+              " but its average is on ", it->second.device().str(), "; build the EMA after moving the module");
+    if (t.device().is_cuda()) {
+      run_cuda("EMA", t.device().index, [&](auto& c) {
+        cuda::ema_update_multi(c, decay_, {{t.data<float>(), it->second.data<float>(), t.numel()}});
+      });
       continue;
     }
     dispatch_float(t.dtype(), "EMA", [&]<typename T>() {

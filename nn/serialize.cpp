@@ -93,7 +93,7 @@ std::string safetensors_encode(const std::map<std::string, Tensor>& tensors,
   uint64_t offset = 0;
   for (const auto& [name, t] : tensors) {
     CXR_CHECK(name != "__metadata__" && !name.empty(), "safetensors: invalid tensor name '", name, "'");
-    CXR_CHECK(t.defined() && t.device().is_cpu(), "safetensors: tensor '", name, "' must be a defined CPU tensor");
+    CXR_CHECK(t.defined(), "safetensors: tensor '", name, "' is undefined");
     const uint64_t n = t.nbytes();
     header[name] = {{"dtype", safetensors_dtype(t.dtype())}, {"shape", t.shape()}, {"data_offsets", {offset, offset + n}}};
     offset += n;
@@ -107,7 +107,10 @@ std::string safetensors_encode(const std::map<std::string, Tensor>& tensors,
   const uint64_t hl = h.size();
   out.append(reinterpret_cast<const char*>(&hl), 8);
   out += h;
-  for (const auto& [name, t] : tensors) out.append(static_cast<const char*>(t.raw_data()), t.nbytes());
+  for (const auto& [name, t] : tensors) {
+    const Tensor h = t.to(Device::cpu());  // device tensors are copied out
+    out.append(static_cast<const char*>(h.raw_data()), h.nbytes());
+  }
   return out;
 }
 
