@@ -2,7 +2,9 @@
 """Times one PyTorch training step (forward, cross-entropy, backward, Adam update) of the
 same architectures cxr's zoo builds (bench/train_step.cpp does the cxr side).
 
-  torch_train_step.py --model simple_cnn --batch 64 --size 28 [--threads 2] ...
+  torch_train_step.py --model simple_cnn --batch 64 --size 28 [--threads 2] [--device cuda --tf32 1] ...
+On CUDA each step ends with torch.cuda.synchronize() (as the cxr side synchronizes), and
+cuDNN autotuning (cudnn.benchmark) is on, as cxr picks its cuDNN algorithms by timing.
 Prints one JSON line like the cxr benchmark.
 """
 import argparse
@@ -67,7 +69,14 @@ def main():
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--stem", default="auto")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--tf32", type=int, default=1)
     a = ap.parse_args()
+    dev = torch.device(a.device)
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = bool(a.tf32)
+        torch.backends.cudnn.allow_tf32 = bool(a.tf32)
+        torch.backends.cudnn.benchmark = True
     if a.threads > 0:
         torch.set_num_threads(a.threads)
     torch.manual_seed(1)
@@ -79,9 +88,10 @@ def main():
     else:
         raise SystemExit(f"unknown model {a.model}")
     model.train()
+    model.to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    x = torch.randn(a.batch, a.channels, a.size, a.size)
-    y = torch.arange(a.batch) % a.classes
+    x = torch.randn(a.batch, a.channels, a.size, a.size).to(dev)
+    y = (torch.arange(a.batch) % a.classes).to(dev)
     times = []
     for it in range(a.warmup + a.iters):
         t0 = time.perf_counter()
@@ -89,12 +99,16 @@ def main():
         loss = nn.functional.cross_entropy(model(x), y)
         loss.backward()
         opt.step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
         dt = (time.perf_counter() - t0) * 1000.0
         if it >= a.warmup:
             times.append(dt)
     times.sort()
     med = times[len(times) // 2]
-    print(json.dumps({"engine": "pytorch " + torch.__version__, "model": a.model, "batch": a.batch, "size": a.size,
+    devname = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
+    print(json.dumps({"engine": "pytorch " + torch.__version__, "device": devname,
+                      "tf32": int(dev.type == "cuda" and bool(a.tf32)), "model": a.model, "batch": a.batch, "size": a.size,
                       "channels": a.channels, "threads": torch.get_num_threads(), "iters": a.iters,
                       "median_ms": round(med, 3), "min_ms": round(times[0], 3),
                       "images_per_s": round(1000.0 * a.batch / med, 1)}))
