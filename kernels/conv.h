@@ -18,8 +18,16 @@ struct Conv2dShape {
   int64_t N = 1, C = 1, H = 1, W = 1;  // input
   int64_t K = 1, R = 1, S = 1;         // output channels, kernel height, width
   int64_t stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0, dil_h = 1, dil_w = 1, groups = 1;
-  int64_t P() const { return (H + 2 * pad_h - dil_h * (R - 1) - 1) / stride_h + 1; }
-  int64_t Q() const { return (W + 2 * pad_w - dil_w * (S - 1) - 1) / stride_w + 1; }
+  // 0 when the dilated kernel does not fit the padded input (C++ division would
+  // truncate a negative numerator towards zero and claim one output row).
+  int64_t P() const {
+    const int64_t num = H + 2 * pad_h - dil_h * (R - 1) - 1;
+    return num < 0 ? 0 : num / stride_h + 1;
+  }
+  int64_t Q() const {
+    const int64_t num = W + 2 * pad_w - dil_w * (S - 1) - 1;
+    return num < 0 ? 0 : num / stride_w + 1;
+  }
 };
 
 template <typename T>

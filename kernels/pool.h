@@ -18,8 +18,8 @@ namespace cxr::cpu {
 struct Pool2dShape {
   int64_t N = 1, C = 1, H = 1, W = 1;
   int64_t kh = 1, kw = 1, sh = 1, sw = 1, ph = 0, pw = 0;
-  int64_t P() const { return (H + 2 * ph - kh) / sh + 1; }
-  int64_t Q() const { return (W + 2 * pw - kw) / sw + 1; }
+  int64_t P() const { return H + 2 * ph < kh ? 0 : (H + 2 * ph - kh) / sh + 1; }
+  int64_t Q() const { return W + 2 * pw < kw ? 0 : (W + 2 * pw - kw) / sw + 1; }
 };
 
 template <typename T>

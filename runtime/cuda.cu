@@ -4,6 +4,8 @@
 #include <cuda_runtime.h>
 #include <cudnn.h>
 
+#include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -181,11 +183,11 @@ Context& context(int device) {
 }
 
 void set_allow_tf32(bool on, int device) { context(device).tf32 = on; }
-bool allow_tf32(int device) { return device_count() > device && context(device).use_tf32(); }
+bool allow_tf32(int device) { return device >= 0 && device < device_count() && context(device).use_tf32(); }
 void set_deterministic(bool on, int device) { context(device).deterministic = on; }
-bool deterministic(int device) { return device_count() > device && context(device).deterministic; }
+bool deterministic(int device) { return device >= 0 && device < device_count() && context(device).deterministic; }
 void set_sync_launches(bool on, int device) { context(device).sync_launches = on; }
-bool sync_launches(int device) { return device_count() > device && context(device).sync_launches; }
+bool sync_launches(int device) { return device >= 0 && device < device_count() && context(device).sync_launches; }
 
 void synchronize(int device) {
   Context& ctx = context(device);
@@ -201,8 +203,9 @@ namespace {
 size_t size_class(size_t bytes) {
   constexpr size_t kSmall = 1 << 20;
   if (bytes < kSmall) return ((bytes + 511) / 512) * 512;
+  if (bytes > (SIZE_MAX >> 2)) return bytes;  // absurd request: no rounding (it would overflow); cudaMalloc fails
   size_t pow2 = kSmall;
-  while (pow2 * 2 <= bytes) pow2 *= 2;
+  while (pow2 <= bytes / 2) pow2 *= 2;
   const size_t step = pow2 / 8;
   return ((bytes + step - 1) / step) * step;
 }
@@ -214,9 +217,10 @@ struct DeviceCache {
 };
 
 DeviceCache& cache(int device) {
-  static std::mutex m;
+  // Never destroyed: Storage destructors of static tensors may free blocks during exit.
+  static std::mutex* m = new std::mutex();
   static std::vector<DeviceCache*>* caches = new std::vector<DeviceCache*>();
-  std::lock_guard<std::mutex> lock(m);
+  std::lock_guard<std::mutex> lock(*m);
   if (caches->size() <= static_cast<size_t>(device)) caches->resize(static_cast<size_t>(device) + 1, nullptr);
   DeviceCache*& c = (*caches)[static_cast<size_t>(device)];
   if (!c) c = new DeviceCache();
@@ -249,7 +253,6 @@ void* device_alloc(size_t bytes, int device, size_t* capacity) {
   const size_t cls = size_class(bytes);
   DeviceCache& c = cache(device);
   std::lock_guard<std::mutex> lock(c.mutex);
-  c.stats.allocations += 1;
   void* p = nullptr;
   auto it = c.free.find(cls);
   if (it != c.free.end() && !it->second.empty()) {
@@ -277,6 +280,7 @@ void* device_alloc(size_t bytes, int device, size_t* capacity) {
     }
     c.stats.device_mallocs += 1;
   }
+  c.stats.allocations += 1;  // served requests only (a thrown OutOfMemory is not counted)
   c.stats.allocated += cls;
   if (c.stats.allocated > c.stats.peak_allocated) c.stats.peak_allocated = c.stats.allocated;
   c.stats.reserved = c.stats.allocated + c.stats.cached;
@@ -359,6 +363,61 @@ void copy_bytes(void* dst, Device dd, const void* src, Device sd, size_t bytes) 
   CXR_CUDA_CHECK(cudaStreamSynchronize(dctx.stream));
 }
 
+// The destination comes from the caching allocator, whose blocks are reused in the
+// compute stream's order; so the copy first waits for the compute work queued so far
+// (which may still use the block), then the compute stream waits for the copy. The copy
+// thus overlaps host work and later-queued compute of other streams, not the compute
+// already queued on this device.
+uint64_t copy_to_device_async(void* dst, const void* src, size_t bytes, int device) {
+  Context& ctx = context(device);
+  std::lock_guard<std::mutex> lock(ctx.copy_mutex);
+  if (!ctx.copy_stream) CXR_CUDA_CHECK(cudaStreamCreateWithFlags(&ctx.copy_stream, cudaStreamNonBlocking));
+  cudaEvent_t before = nullptr, done = nullptr;
+  CXR_CUDA_CHECK(cudaEventCreateWithFlags(&before, cudaEventDisableTiming));
+  const cudaError_t e = cudaEventCreateWithFlags(&done, cudaEventDisableTiming);
+  if (e != cudaSuccess) {
+    cudaEventDestroy(before);
+    throw_cuda(e, "cudaEventCreateWithFlags", __FILE__, __LINE__);
+  }
+  const uint64_t ticket = ctx.next_ticket++;
+  ctx.copies[ticket] = done;  // owned by the map from here
+  CXR_CUDA_CHECK(cudaEventRecord(before, ctx.stream));
+  CXR_CUDA_CHECK(cudaStreamWaitEvent(ctx.copy_stream, before, 0));
+  cudaEventDestroy(before);  // released once the wait it was recorded for is satisfied
+  if (bytes) CXR_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, ctx.copy_stream));
+  CXR_CUDA_CHECK(cudaEventRecord(done, ctx.copy_stream));
+  CXR_CUDA_CHECK(cudaStreamWaitEvent(ctx.stream, done, 0));
+  if (ctx.sync_launches) CXR_CUDA_CHECK(cudaStreamSynchronize(ctx.copy_stream));
+  return ticket;
+}
+
+bool copy_done(uint64_t ticket, int device) {
+  Context& ctx = context(device);
+  std::lock_guard<std::mutex> lock(ctx.copy_mutex);
+  auto it = ctx.copies.find(ticket);
+  if (it == ctx.copies.end()) return true;  // finished and collected earlier
+  const cudaError_t e = cudaEventQuery(it->second);
+  if (e == cudaErrorNotReady) {
+    cudaGetLastError();  // not an error: the copy is still running
+    return false;
+  }
+  cudaEventDestroy(it->second);
+  ctx.copies.erase(it);
+  if (e != cudaSuccess) throw_cuda(e, "host-to-device copy", __FILE__, __LINE__);
+  return true;
+}
+
+void wait_copy(uint64_t ticket, int device) {
+  Context& ctx = context(device);
+  std::lock_guard<std::mutex> lock(ctx.copy_mutex);
+  auto it = ctx.copies.find(ticket);
+  if (it == ctx.copies.end()) return;
+  const cudaError_t e = cudaEventSynchronize(it->second);
+  cudaEventDestroy(it->second);
+  ctx.copies.erase(it);
+  if (e != cudaSuccess) throw_cuda(e, "host-to-device copy", __FILE__, __LINE__);
+}
+
 void memset_zero(void* p, size_t bytes, int device) {
   if (bytes == 0) return;
   Context& ctx = context(device);
@@ -401,7 +460,7 @@ void convert(int device, int64_t n, DType src_t, const void* src, DType dst_t, v
 
 PinnedBuffer::PinnedBuffer(size_t bytes) : bytes_(bytes) {
   if (bytes == 0) return;
-  if (device_count() > 0 && cudaHostAlloc(&ptr_, bytes, cudaHostAllocDefault) == cudaSuccess) {
+  if (device_count() > 0 && cudaHostAlloc(&ptr_, bytes, cudaHostAllocPortable) == cudaSuccess) {
     pinned_ = true;
     return;
   }

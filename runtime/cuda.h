@@ -74,6 +74,16 @@ void device_free(void* p, size_t capacity, int device);
 // host wait for the data; copies to a device are ordered on its stream.
 void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes);
 void memset_zero(void* p, size_t bytes, int device);
+// Asynchronous host-to-device copy for input pipelines. The copy runs on the device's
+// copy stream, and the device's compute stream waits for it (through an event), so work
+// queued after this call sees the data while the copy overlaps work queued before it.
+// `src` must stay valid and unchanged until copy_done(ticket) (pinned memory, see
+// PinnedBuffer, makes the copy truly asynchronous). Returns a ticket.
+uint64_t copy_to_device_async(void* dst, const void* src, size_t bytes, int device);
+// True when the copy with this ticket has finished (does not wait).
+bool copy_done(uint64_t ticket, int device);
+// Waits on the host for the copy with this ticket.
+void wait_copy(uint64_t ticket, int device);
 // Fills n elements of dtype t at p (on the device) with value.
 void fill(void* p, DType t, int64_t n, double value, int device);
 // Converts n elements from dtype src_t to dst_t on the device (as static_cast).

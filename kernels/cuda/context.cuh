@@ -48,6 +48,12 @@ struct Context {
   bool sync_launches = false;
   std::mutex algo_mutex;      // guards conv_algos
   std::map<ConvAlgoKey, ConvAlgoChoice> conv_algos;
+  // Host-to-device input copies (copy_to_device_async): their own stream, and one event
+  // per outstanding copy, by ticket.
+  std::mutex copy_mutex;
+  cudaStream_t copy_stream = nullptr;
+  uint64_t next_ticket = 1;
+  std::map<uint64_t, cudaEvent_t> copies;
 
   bool use_tf32() const { return tf32 && prop.major >= 8; }
   int num_sms() const { return prop.multiProcessorCount; }
