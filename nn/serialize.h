@@ -19,13 +19,12 @@
 #include <nlohmann/json.hpp>
 
 #include "nn/zoo.h"
+#include "runtime/file_util.h"
 #include "runtime/tensor.h"
 
 namespace cxr::nn {
 
-// Writes `data` to `path` atomically: a temp file in the same directory, fsync, rename
-// over `path`, fsync of the directory. A crash leaves either the old or the new file.
-void write_file_atomic(const std::string& path, const std::string& data);
+using cxr::write_file_atomic;  // runtime/file_util.h
 
 struct SafetensorsLimits {
   uint64_t max_header_bytes = 100ull << 20;  // 100 MiB of JSON is far beyond any real model
