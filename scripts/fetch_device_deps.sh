@@ -6,5 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .devdeps
 cd .devdeps
-apt-get download libeigen3-dev nlohmann-json3-dev libgtest-dev libgmock-dev googletest
+apt-get download libeigen3-dev nlohmann-json3-dev libgtest-dev libgmock-dev googletest libcli11-dev \
+  libpng-dev libpng16-16 libjpeg62-turbo-dev libjpeg62-turbo zlib1g-dev
 ls -l
