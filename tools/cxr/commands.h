@@ -37,9 +37,10 @@ class UsageError : public std::runtime_error {
 
 Command synth_command();
 Command validate_command();
+Command eval_command();
 Command version_command();
 
 // Every command, in the order `cxr --help` lists them.
-inline std::vector<Command> all_commands() { return {synth_command(), validate_command(), version_command()}; }
+inline std::vector<Command> all_commands() { return {synth_command(), validate_command(), eval_command(), version_command()}; }
 
 }  // namespace cxr::cli

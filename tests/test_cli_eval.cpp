@@ -1,0 +1,230 @@
+// Tests of `cxr eval`, run as a child process (CXR_CLI_PATH is the built binary): binary
+// and multiclass reports against --truth CSVs and --truth-folder layouts, --out files,
+// and the exit codes of its errors.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+struct Result {
+  int code = -1;
+  std::string output;  // stdout, plus stderr unless stdout_only
+};
+
+Result run_cxr(const std::string& args, bool stdout_only = false) {
+  const std::string cmd =
+      std::string("'") + CXR_CLI_PATH + "' " + args + (stdout_only ? " 2>/dev/null" : " 2>&1") + " </dev/null";
+  Result r;
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (p == nullptr) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
+  const int status = ::pclose(p);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+bool has(const std::string& text, const std::string& what) { return text.find(what) != std::string::npos; }
+
+class CliEval : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           (std::string("cxr_test_eval_") + ::testing::UnitTest::GetInstance()->current_test_info()->name() + "_" +
+            std::to_string(::getpid()));
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  void TearDown() override {
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+  std::string write(const std::string& name, const std::string& text) const {
+    const fs::path p = dir_ / name;
+    std::ofstream(p) << text;
+    return p.string();
+  }
+  std::string q(const std::string& s) const { return "'" + s + "'"; }
+  fs::path dir_;
+};
+
+// Negatives score {0.1, 0.4, 0.6}, positives {0.3, 0.7, 0.9} (probability of PNEUMONIA):
+// AUC = 7/9; at threshold 0.5 accuracy 4/6, sensitivity 2/3, specificity 2/3. One row has
+// an error and is skipped; one path is quoted and holds a comma.
+const char* kBinaryPred =
+    "path,predicted,prob_PNEUMONIA,prob_NORMAL,error\n"
+    "n1.png,NORMAL,0.1,0.9,\n"
+    "n2.png,NORMAL,0.4,0.6,\n"
+    "\"n,3.png\",PNEUMONIA,0.6,0.4,\n"
+    "p1.png,NORMAL,0.3,0.7,\n"
+    "p2.png,PNEUMONIA,0.7,0.3,\n"
+    "p3.png,PNEUMONIA,0.9,0.1,\n"
+    "bad.png,,,,\"cannot decode, truncated\"\n";
+const char* kBinaryTruth =
+    "path,label\n"
+    "n1.png,NORMAL\nn2.png,NORMAL\n\"n,3.png\",NORMAL\np1.png,PNEUMONIA\np2.png,PNEUMONIA\np3.png,PNEUMONIA\n";
+
+TEST_F(CliEval, ListedInHelp) {
+  const Result r = run_cxr("--help");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_TRUE(has(r.output, "eval")) << r.output;
+  const Result h = run_cxr("eval --help");
+  EXPECT_EQ(h.code, 0) << h.output;
+  EXPECT_TRUE(has(h.output, "--truth-folder")) << h.output;
+}
+
+TEST_F(CliEval, BinaryJsonWithTruthCsv) {
+  const std::string pred = write("pred.csv", kBinaryPred), truth = write("truth.csv", kBinaryTruth);
+  const Result r = run_cxr("eval --predictions " + q(pred) + " --truth " + q(truth) + " --bootstrap 50 --json", true);
+  ASSERT_EQ(r.code, 0) << r.output;
+  const json j = json::parse(r.output);
+  EXPECT_EQ(j["task"], "binary");
+  EXPECT_EQ(j["num_cases"], 6);
+  EXPECT_EQ(j["positive_class"], "PNEUMONIA");
+  EXPECT_EQ(j["skipped_errors"], 1);
+  EXPECT_NEAR(j["metrics"]["roc_auc"]["value"].get<double>(), 7.0 / 9.0, 1e-12);
+  EXPECT_NEAR(j["metrics"]["accuracy"]["value"].get<double>(), 4.0 / 6.0, 1e-12);
+  EXPECT_NEAR(j["metrics"]["sensitivity"]["value"].get<double>(), 2.0 / 3.0, 1e-12);
+  EXPECT_NEAR(j["metrics"]["specificity"]["value"].get<double>(), 2.0 / 3.0, 1e-12);
+  EXPECT_FALSE(j["metrics"]["roc_auc"]["ci_low"].is_null());
+  EXPECT_EQ(j["counts"]["tp"], 2);
+  EXPECT_EQ(j["counts"]["fp"], 1);
+  EXPECT_EQ(j["class_names"], json({"NORMAL", "PNEUMONIA"}));
+  EXPECT_EQ(j["operating_point"]["rule"], "youden");
+}
+
+TEST_F(CliEval, PositiveOverrideAndTextSummary) {
+  const std::string pred = write("pred.csv", kBinaryPred), truth = write("truth.csv", kBinaryTruth);
+  // With NORMAL as the positive class the scores are prob_NORMAL = 1 - prob_PNEUMONIA: same AUC.
+  const Result j = run_cxr("eval --predictions " + q(pred) + " --truth " + q(truth) +
+                               " --positive NORMAL --bootstrap 0 --json",
+                           true);
+  ASSERT_EQ(j.code, 0) << j.output;
+  const json rep = json::parse(j.output);
+  EXPECT_EQ(rep["positive_class"], "NORMAL");
+  EXPECT_NEAR(rep["metrics"]["roc_auc"]["value"].get<double>(), 7.0 / 9.0, 1e-12);
+  EXPECT_TRUE(rep["metrics"]["roc_auc"]["ci_low"].is_null());
+
+  const Result t = run_cxr("eval --predictions " + q(pred) + " --truth " + q(truth) + " --bootstrap 20");
+  ASSERT_EQ(t.code, 0) << t.output;
+  for (const char* s : {"n = 6", "Accuracy", "Sensitivity", "Specificity", "PPV", "NPV", "F1", "ROC-AUC", "PR-AUC",
+                        "95% CI", "Confusion matrix", "Operating point (youden)", "ECE", "0.7778"})
+    EXPECT_TRUE(has(t.output, s)) << s << "\n" << t.output;
+}
+
+TEST_F(CliEval, TruthFolderAndOutFiles) {
+  const fs::path root = dir_ / "root";
+  std::ostringstream pred;
+  pred << "path,predicted,prob_NORMAL,prob_PNEUMONIA\n";
+  // NORMAL {0.2, 0.6}, PNEUMONIA {0.4, 0.8, 0.9} as prob_PNEUMONIA: AUC = (1 + 2 + 2) / 6.
+  const std::pair<const char*, double> rows[] = {
+      {"NORMAL/a.png", 0.2}, {"NORMAL/sub/../b.png", 0.6}, {"PNEUMONIA/c.png", 0.4}, {"PNEUMONIA/d.png", 0.8},
+      {"PNEUMONIA/e.png", 0.9}};
+  for (const auto& [rel, p] : rows) pred << (root / rel).string() << ",x," << 1 - p << ',' << p << '\n';
+  fs::create_directories(root / "NORMAL");
+  fs::create_directories(root / "PNEUMONIA");
+  const std::string pf = write("pred.csv", pred.str());
+  const fs::path out = dir_ / "out";
+  const Result r = run_cxr("eval --predictions " + q(pf) + " --truth-folder " + q(root.string()) +
+                               " --bootstrap 30 --rule sensitivity:0.9 --out " + q(out.string()) + " --json",
+                           true);
+  ASSERT_EQ(r.code, 0) << r.output;
+  const json j = json::parse(r.output);
+  EXPECT_EQ(j["num_cases"], 5);
+  EXPECT_NEAR(j["metrics"]["roc_auc"]["value"].get<double>(), 5.0 / 6.0, 1e-12);
+  EXPECT_NEAR(j["metrics"]["accuracy"]["value"].get<double>(), 3.0 / 5.0, 1e-12);
+  EXPECT_EQ(j["operating_point"]["rule"], "sensitivity:0.9");
+  EXPECT_NEAR(j["operating_point"]["threshold"].get<double>(), 0.4, 1e-12);
+  for (const char* f : {"metrics.json", "roc.csv", "pr.csv", "sweep.csv"})
+    EXPECT_TRUE(fs::is_regular_file(out / f)) << f;
+  std::ifstream in(out / "metrics.json");
+  const json m = json::parse(in);
+  EXPECT_EQ(m["metrics"]["roc_auc"], j["metrics"]["roc_auc"]);
+  std::ifstream roc(out / "roc.csv");
+  std::string header;
+  std::getline(roc, header);
+  EXPECT_EQ(header, "threshold,fpr,tpr");
+}
+
+TEST_F(CliEval, TruthFolderPathOutsideRoot) {
+  const fs::path root = dir_ / "root";
+  fs::create_directories(root);
+  const std::string pf = write("pred.csv", "path,predicted,prob_A,prob_B\n" + (dir_ / "elsewhere/A/x.png").string() +
+                                               ",A,0.9,0.1\n");
+  const Result r = run_cxr("eval --predictions " + q(pf) + " --truth-folder " + q(root.string()));
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_TRUE(has(r.output, "line 2")) << r.output;
+  EXPECT_TRUE(has(r.output, "not inside")) << r.output;
+}
+
+TEST_F(CliEval, MulticlassThreeClasses) {
+  const std::string pred = write("pred.csv",
+                                 "path,predicted,prob_A,prob_B,prob_C\n"
+                                 "1.png,A,0.7,0.2,0.1\n"
+                                 "2.png,B,0.1,0.8,0.1\n"
+                                 "3.png,C,0.2,0.2,0.6\n"
+                                 "4.png,B,0.3,0.5,0.2\n");  // truth A: wrong
+  const std::string truth = write("truth.csv", "path,label\n1.png,A\n2.png,B\n3.png,C\n4.png,A\n");
+  const Result r = run_cxr("eval --predictions " + q(pred) + " --truth " + q(truth) + " --bootstrap 20 --json", true);
+  ASSERT_EQ(r.code, 0) << r.output;
+  const json j = json::parse(r.output);
+  EXPECT_EQ(j["task"], "multiclass");
+  EXPECT_NEAR(j["metrics"]["accuracy"]["value"].get<double>(), 0.75, 1e-12);
+  EXPECT_EQ(j["confusion_matrix"], json({{1, 1, 0}, {0, 1, 0}, {0, 0, 1}}));
+  EXPECT_EQ(j["class_names"], json({"A", "B", "C"}));
+  const Result t = run_cxr("eval --predictions " + q(pred) + " --truth " + q(truth) + " --bootstrap 0");
+  ASSERT_EQ(t.code, 0) << t.output;
+  EXPECT_TRUE(has(t.output, "multiclass")) << t.output;
+  EXPECT_TRUE(has(t.output, "Per class")) << t.output;
+}
+
+TEST_F(CliEval, BadRuleIsUsageError) {
+  const std::string pred = write("pred.csv", kBinaryPred), truth = write("truth.csv", kBinaryTruth);
+  for (const char* rule : {"best", "sensitivity:", "sensitivity:1.5", "sensitivity:abc"}) {
+    const Result r = run_cxr("eval --predictions " + q(pred) + " --truth " + q(truth) + " --rule " + rule);
+    EXPECT_EQ(r.code, 2) << rule << "\n" << r.output;
+    EXPECT_TRUE(has(r.output, "--rule")) << r.output;
+  }
+  const Result both = run_cxr("eval --predictions " + q(pred));
+  EXPECT_EQ(both.code, 2) << both.output;
+  const Result pos = run_cxr("eval --predictions " + q(pred) + " --truth " + q(truth) + " --positive COVID");
+  EXPECT_EQ(pos.code, 2) << pos.output;
+}
+
+TEST_F(CliEval, MissingTruthAndBadData) {
+  const std::string pred = write("pred.csv", kBinaryPred);
+  const std::string truth = write("truth.csv", "path,label\nn1.png,NORMAL\np1.png,PNEUMONIA\n");
+  const Result r = run_cxr("eval --predictions " + q(pred) + " --truth " + q(truth));
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_TRUE(has(r.output, "no ground truth")) << r.output;
+  EXPECT_TRUE(has(r.output, "n2.png")) << r.output;
+  // --ignore-missing evaluates the rest (1 negative, 1 positive).
+  const Result ig = run_cxr("eval --predictions " + q(pred) + " --truth " + q(truth) + " --ignore-missing --json", true);
+  ASSERT_EQ(ig.code, 0) << ig.output;
+  EXPECT_EQ(json::parse(ig.output)["num_cases"], 2);
+
+  const Result nofile = run_cxr("eval --predictions " + q((dir_ / "nope.csv").string()) + " --truth " + q(truth));
+  EXPECT_EQ(nofile.code, 1) << nofile.output;
+  EXPECT_TRUE(has(nofile.output, "nope.csv")) << nofile.output;
+
+  const std::string other = write("other.csv", "path,label\nn1.png,COVID\n");
+  const std::string one = write("one.csv", "path,predicted,prob_NORMAL,prob_PNEUMONIA\nn1.png,NORMAL,0.9,0.1\n");
+  const Result mismatch = run_cxr("eval --predictions " + q(one) + " --truth " + q(other));
+  EXPECT_EQ(mismatch.code, 1) << mismatch.output;
+  EXPECT_TRUE(has(mismatch.output, "COVID")) << mismatch.output;
+}
+
+}  // namespace
