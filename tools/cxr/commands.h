@@ -39,8 +39,9 @@ Command synth_command();
 Command validate_command();
 Command eval_command();
 Command version_command();
+Command infer_command();
 
 // Every command, in the order `cxr --help` lists them.
-inline std::vector<Command> all_commands() { return {synth_command(), validate_command(), eval_command(), version_command()}; }
+inline std::vector<Command> all_commands() { return {synth_command(), infer_command(), validate_command(), eval_command(), version_command()}; }
 
 }  // namespace cxr::cli
