@@ -2,8 +2,6 @@
 // and multiclass reports against --truth CSVs and --truth-folder layouts, --out files,
 // and the exit codes of its errors.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -13,44 +11,24 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cli_test_util.h"
+
 namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-struct Result {
-  int code = -1;
-  std::string output;  // stdout, plus stderr unless stdout_only
-};
-
-Result run_cxr(const std::string& args, bool stdout_only = false) {
-  const std::string cmd =
-      std::string("'") + CXR_CLI_PATH + "' " + args + (stdout_only ? " 2>/dev/null" : " 2>&1") + " </dev/null";
-  Result r;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (p == nullptr) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
-  const int status = ::pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
-
-bool has(const std::string& text, const std::string& what) { return text.find(what) != std::string::npos; }
+using cxr_test::has;
+using cxr_test::Result;
+using cxr_test::run_cxr;
 
 class CliEval : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           (std::string("cxr_test_eval_") + ::testing::UnitTest::GetInstance()->current_test_info()->name() + "_" +
-            std::to_string(::getpid()));
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
+    dir_ = cxr_test::fresh_test_dir("cxr_test_eval_");
   }
   void TearDown() override {
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
+    cxr_test::remove_test_dir(dir_);
   }
   std::string write(const std::string& name, const std::string& text) const {
     const fs::path p = dir_ / name;

@@ -2,8 +2,6 @@
 // model saved in the test runs over a folder of PNGs plus one corrupt file; the CSV rows,
 // probabilities (against the same model run in-process), batching, --tta, and exit codes.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <cmath>
 #include <cstdio>
@@ -21,29 +19,15 @@
 #include "nn/serialize.h"
 #include "nn/zoo.h"
 
+#include "cli_test_util.h"
+
 namespace {
 
 namespace fs = std::filesystem;
 
-struct Result {
-  int code = -1;
-  std::string output;
-};
-
-Result run_cxr(const std::string& args) {
-  const std::string cmd = std::string("'") + CXR_CLI_PATH + "' " + args + " 2>&1 </dev/null";
-  Result r;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (p == nullptr) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
-  const int status = ::pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
-
-bool has(const std::string& text, const std::string& what) { return text.find(what) != std::string::npos; }
+using cxr_test::has;
+using cxr_test::Result;
+using cxr_test::run_cxr;
 
 std::vector<std::vector<std::string>> read_csv(const std::string& path) {
   std::ifstream in(path);
@@ -102,10 +86,7 @@ std::map<std::string, Pred> read_preds(const std::string& path) {
 class CliInfer : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           (std::string("cxr_test_infer_") + ::testing::UnitTest::GetInstance()->current_test_info()->name() + "_" +
-            std::to_string(::getpid()));
-    fs::remove_all(dir_);
+    dir_ = cxr_test::fresh_test_dir("cxr_test_infer_");
     fs::create_directories(dir_ / "imgs" / "sub");
     // Tiny model: simple_cnn, 1 channel, 32x32, 2 classes.
     nlohmann::json spec = cxr::nn::arch_spec("simple_cnn", 1, 2, 32, 32);
@@ -134,8 +115,7 @@ class CliInfer : public ::testing::Test {
     std::ofstream(dir_ / "imgs" / "notes.txt") << "ignored";
   }
   void TearDown() override {
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
+    cxr_test::remove_test_dir(dir_);
   }
   std::string q(const fs::path& s) const { return "'" + s.string() + "'"; }
 

@@ -2,8 +2,6 @@
 // (CXR_CLI_PATH is the built binary): exit codes, help and command listing, errors,
 // and the files a run writes.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -12,40 +10,23 @@
 
 #include "data/image.h"
 
+#include "cli_test_util.h"
+
 namespace {
 
 namespace fs = std::filesystem;
 
-struct Result {
-  int code = -1;
-  std::string output;  // stdout and stderr together
-};
-
-Result run_cxr(const std::string& args) {
-  const std::string cmd = std::string("'") + CXR_CLI_PATH + "' " + args + " 2>&1 </dev/null";
-  Result r;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (p == nullptr) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
-  const int status = ::pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
+using cxr_test::has;
+using cxr_test::Result;
+using cxr_test::run_cxr;
 
 class CliSynth : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           (std::string("cxr_test_cli_") + ::testing::UnitTest::GetInstance()->current_test_info()->name() + "_" +
-            std::to_string(::getpid()));
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
+    dir_ = cxr_test::fresh_test_dir("cxr_test_cli_");
   }
   void TearDown() override {
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
+    cxr_test::remove_test_dir(dir_);
   }
   std::string out(const std::string& sub = "ds") const { return (dir_ / sub).string(); }
   fs::path dir_;
