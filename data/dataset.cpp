@@ -11,6 +11,7 @@
 #include <sstream>
 #include <system_error>
 
+#include "data/csv.h"
 #include "runtime/error.h"
 #include "runtime/rng.h"
 
@@ -85,81 +86,6 @@ std::vector<std::string> list_images(const fs::path& dir, bool recursive) {
   if (ec) throw FileError(cat("image_folder: cannot list '", dir.string(), "': ", ec.message()));
   std::sort(out.begin(), out.end());
   return out;
-}
-
-// ---- CSV ----
-
-struct CsvRecord {
-  int64_t line = 0;  // physical line where the record starts (1-based)
-  std::vector<std::string> fields;
-};
-
-std::string trim(const std::string& s) {
-  size_t b = 0, e = s.size();
-  while (b < e && (s[b] == ' ' || s[b] == '\t')) ++b;
-  while (e > b && (s[e - 1] == ' ' || s[e - 1] == '\t')) --e;
-  return s.substr(b, e - b);
-}
-
-// RFC 4180 records: comma-separated fields, double-quoted fields may hold commas, line
-// breaks and "" for a quote; unquoted fields are trimmed of spaces and tabs; CRLF and LF
-// line ends; blank lines are skipped.
-std::vector<CsvRecord> parse_csv(const std::string& text, const std::string& name) {
-  std::vector<CsvRecord> records;
-  size_t i = 0;
-  if (text.compare(0, 3, "\xEF\xBB\xBF") == 0) i = 3;  // UTF-8 byte order mark
-  int64_t line = 1;
-  const size_t n = text.size();
-  while (i < n) {
-    CsvRecord rec;
-    rec.line = line;
-    bool end_of_record = false;
-    while (!end_of_record) {
-      std::string field;
-      bool quoted = false;
-      // leading blanks before an opening quote
-      size_t j = i;
-      while (j < n && (text[j] == ' ' || text[j] == '\t')) ++j;
-      if (j < n && text[j] == '"') {
-        quoted = true;
-        i = j + 1;
-        for (;;) {
-          if (i >= n) throw ValueError(cat(name, ":", rec.line, ": unterminated quoted field"));
-          const char c = text[i++];
-          if (c == '"') {
-            if (i < n && text[i] == '"') {
-              field += '"';
-              ++i;
-            } else {
-              break;
-            }
-          } else {
-            if (c == '\n') ++line;
-            field += c;
-          }
-        }
-        while (i < n && (text[i] == ' ' || text[i] == '\t')) ++i;
-        if (i < n && text[i] != ',' && text[i] != '\n' && text[i] != '\r')
-          throw ValueError(cat(name, ":", line, ": unexpected character '", text[i], "' after a closing quote"));
-      } else {
-        while (i < n && text[i] != ',' && text[i] != '\n' && text[i] != '\r') field += text[i++];
-      }
-      rec.fields.push_back(quoted ? field : trim(field));
-      if (i >= n) {
-        end_of_record = true;
-      } else if (text[i] == ',') {
-        ++i;
-      } else {  // '\r' or '\n'
-        if (text[i] == '\r') ++i;
-        if (i < n && text[i] == '\n') ++i;
-        ++line;
-        end_of_record = true;
-      }
-    }
-    const bool blank = rec.fields.size() == 1 && rec.fields[0].empty();
-    if (!blank) records.push_back(std::move(rec));
-  }
-  return records;
 }
 
 std::string lower(std::string s) {

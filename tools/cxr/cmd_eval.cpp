@@ -21,6 +21,7 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include "data/csv.h"
 #include "runtime/error.h"
 #include "tools/cxr/commands.h"
 #include "tools/metrics/metrics.h"
@@ -48,14 +49,10 @@ struct EvalArgs {
 };
 
 // ------------------------------------------------------------------ CSV reading
-struct CsvRow {
-  std::vector<std::string> fields;
-  int64_t line = 0;  // 1-based line where the row starts
-};
+using data::CsvRecord;
 
-// RFC 4180-style: fields separated by commas, optionally double-quoted ("" inside quotes
-// is a quote; quoted fields may span lines). CRLF and LF line ends; blank lines skipped.
-std::vector<CsvRow> read_csv(const std::string& path) {
+// The records of a CSV file (data/csv.h), with clear errors for a missing file or a folder.
+std::vector<CsvRecord> read_csv(const std::string& path) {
   std::error_code ec;
   if (!fs::exists(path, ec)) throw FileError(path + ": no such file");
   if (fs::is_directory(path, ec)) throw FileError(path + ": is a directory; expected a CSV file");
@@ -63,63 +60,7 @@ std::vector<CsvRow> read_csv(const std::string& path) {
   if (!in) throw FileError(path + ": cannot open for reading");
   std::ostringstream os;
   os << in.rdbuf();
-  std::string text = os.str();
-  if (text.size() >= 3 && text.compare(0, 3, "\xEF\xBB\xBF") == 0) text.erase(0, 3);  // UTF-8 BOM
-
-  std::vector<CsvRow> rows;
-  CsvRow row;
-  std::string field;
-  bool in_quotes = false, field_quoted = false, row_started = false;
-  int64_t line = 1;
-  row.line = 1;
-  auto end_field = [&] {
-    row.fields.push_back(field);
-    field.clear();
-    field_quoted = false;
-  };
-  auto end_row = [&] {
-    end_field();
-    const bool blank = row.fields.size() == 1 && row.fields[0].empty();
-    if (!blank) rows.push_back(row);
-    row = CsvRow{};
-    row_started = false;
-  };
-  for (size_t i = 0; i < text.size(); ++i) {
-    const char c = text[i];
-    if (!row_started) {
-      row.line = line;
-      row_started = true;
-    }
-    if (in_quotes) {
-      if (c == '"') {
-        if (i + 1 < text.size() && text[i + 1] == '"') {
-          field += '"';
-          ++i;
-        } else {
-          in_quotes = false;
-        }
-      } else {
-        if (c == '\n') ++line;
-        field += c;
-      }
-      continue;
-    }
-    if (c == '"' && field.empty() && !field_quoted) {
-      in_quotes = field_quoted = true;
-    } else if (c == ',') {
-      end_field();
-    } else if (c == '\r' && i + 1 < text.size() && text[i + 1] == '\n') {
-      // handled by the '\n'
-    } else if (c == '\n') {
-      end_row();
-      ++line;
-    } else {
-      field += c;
-    }
-  }
-  if (in_quotes) throw ValueError(detail::cat(path, ": line ", row.line, ": unterminated quoted field"));
-  if (row_started) end_row();
-  return rows;
+  return data::parse_csv(os.str(), path);
 }
 
 std::string trim(std::string s) {
