@@ -47,12 +47,6 @@ bool hidden(const fs::path& p) {
   return !name.empty() && name[0] == '.';
 }
 
-bool is_image_name(const fs::path& p) {
-  std::string ext = p.extension().string();
-  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return ext == ".png" || ext == ".jpg" || ext == ".jpeg";
-}
-
 bool is_dir(const fs::directory_entry& e) {
   std::error_code ec;
   return e.is_directory(ec);  // follows symlinks
@@ -62,31 +56,6 @@ bool is_file(const fs::directory_entry& e) {
   return e.is_regular_file(ec);
 }
 
-// Relative paths (generic form) of the images under one class folder, sorted.
-std::vector<std::string> list_images(const fs::path& dir, bool recursive) {
-  std::vector<std::string> out;
-  std::error_code ec;
-  if (recursive) {
-    fs::recursive_directory_iterator it(dir, ec), end;
-    for (; !ec && it != end; it.increment(ec)) {
-      const fs::directory_entry& e = *it;
-      if (hidden(e.path())) {
-        if (is_dir(e)) it.disable_recursion_pending();
-        continue;
-      }
-      if (is_file(e) && is_image_name(e.path())) out.push_back(e.path().lexically_relative(dir).generic_string());
-    }
-  } else {
-    fs::directory_iterator it(dir, ec), end;
-    for (; !ec && it != end; it.increment(ec)) {
-      const fs::directory_entry& e = *it;
-      if (!hidden(e.path()) && is_file(e) && is_image_name(e.path())) out.push_back(e.path().filename().string());
-    }
-  }
-  if (ec) throw FileError(cat("image_folder: cannot list '", dir.string(), "': ", ec.message()));
-  std::sort(out.begin(), out.end());
-  return out;
-}
 
 std::string lower(std::string s) {
   std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
@@ -136,6 +105,38 @@ std::vector<int64_t> seeded_permutation(int64_t n, uint64_t seed, uint64_t strea
   return permutation_from(n, gen);
 }
 
+bool is_image_name(const std::filesystem::path& p) {
+  std::string ext = p.extension().string();
+  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return ext == ".png" || ext == ".jpg" || ext == ".jpeg";
+}
+
+std::vector<std::string> list_images(const std::string& dir_name, bool recursive) {
+  const fs::path dir(dir_name);
+  std::vector<std::string> out;
+  std::error_code ec;
+  if (recursive) {
+    fs::recursive_directory_iterator it(dir, ec), end;
+    for (; !ec && it != end; it.increment(ec)) {
+      const fs::directory_entry& e = *it;
+      if (hidden(e.path())) {
+        if (is_dir(e)) it.disable_recursion_pending();
+        continue;
+      }
+      if (is_file(e) && is_image_name(e.path())) out.push_back(e.path().lexically_relative(dir).generic_string());
+    }
+  } else {
+    fs::directory_iterator it(dir, ec), end;
+    for (; !ec && it != end; it.increment(ec)) {
+      const fs::directory_entry& e = *it;
+      if (!hidden(e.path()) && is_file(e) && is_image_name(e.path())) out.push_back(e.path().filename().string());
+    }
+  }
+  if (ec) throw FileError(cat("cannot list '", dir.string(), "': ", ec.message()));
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
 Dataset Dataset::image_folder(const std::string& root, const ImageFolderOptions& opts) {
   std::error_code ec;
   const fs::path root_path(root);
@@ -157,7 +158,7 @@ Dataset Dataset::image_folder(const std::string& root, const ImageFolderOptions&
   ds.class_names = classes;
   for (size_t c = 0; c < classes.size(); ++c) {
     const fs::path dir = root_path / classes[c];
-    const std::vector<std::string> files = list_images(dir, opts.recursive);
+    const std::vector<std::string> files = list_images(dir.string(), opts.recursive);
     if (files.empty() && !opts.allow_empty_classes)
       throw ValueError(cat("image_folder: class folder '", dir.string(),
                            "' holds no .png/.jpg/.jpeg image (allow_empty_classes keeps it as an empty class)"));

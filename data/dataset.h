@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
 #include <string>
 #include <utility>
 #include <vector>
@@ -78,6 +79,12 @@ class Dataset {
 
 // A uniformly random permutation of [0, n) (Fisher-Yates with Philox draws), a pure
 // function of (n, seed, stream). The loader uses stream = epoch.
+// True for names ending in .png, .jpg or .jpeg (any case).
+bool is_image_name(const std::filesystem::path& p);
+// Relative paths (generic form) of the image files in `dir`, sorted; hidden files (and,
+// with `recursive`, hidden folders) are skipped. FileError when `dir` cannot be listed.
+std::vector<std::string> list_images(const std::string& dir, bool recursive);
+
 std::vector<int64_t> seeded_permutation(int64_t n, uint64_t seed, uint64_t stream);
 
 }  // namespace cxr::data

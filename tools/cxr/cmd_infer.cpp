@@ -21,6 +21,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "data/dataset.h"
 #include "data/image.h"
 #include "data/transforms.h"
 #include "nn/autograd.h"
@@ -50,38 +51,9 @@ struct InferArgs {
   bool threshold_set = false;
 };
 
-std::string lower(std::string s) {
-  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return s;
-}
-
-bool is_image_name(const fs::path& p) {
-  const std::string e = lower(p.extension().string());
-  return e == ".png" || e == ".jpg" || e == ".jpeg";
-}
-
-bool hidden(const fs::path& p) {
-  const std::string n = p.filename().string();
-  return !n.empty() && n[0] == '.';
-}
-
 // Image files under `dir`, recursively, hidden files and folders skipped, sorted.
 void collect_dir(const fs::path& dir, std::vector<std::string>& out) {
-  std::vector<std::string> found;
-  std::error_code ec;
-  fs::recursive_directory_iterator it(dir, fs::directory_options::skip_permission_denied, ec), end;
-  if (ec) throw FileError(dir.string() + ": cannot read directory: " + ec.message());
-  for (; it != end; it.increment(ec)) {
-    if (ec) throw FileError(dir.string() + ": error while listing: " + ec.message());
-    const fs::path& p = it->path();
-    if (hidden(p)) {
-      if (it->is_directory(ec)) it.disable_recursion_pending();
-      continue;
-    }
-    if (it->is_regular_file(ec) && is_image_name(p)) found.push_back(p.string());
-  }
-  std::sort(found.begin(), found.end());
-  out.insert(out.end(), found.begin(), found.end());
+  for (const std::string& rel : data::list_images(dir.string(), true)) out.push_back((dir / rel).string());
 }
 
 std::string csv_field(const std::string& s) {
