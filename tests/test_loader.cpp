@@ -6,7 +6,6 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
-#include <csetjmp>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -21,12 +20,12 @@
 #include <vector>
 
 // jpeglib.h needs stdio.h and stddef.h first.
-#include <jpeglib.h>
 
 #include "data/dataset.h"
 #include "data/image.h"
 #include "data/loader.h"
 #include "expect_error.h"
+#include "image_test_util.h"
 
 namespace cxr::data {
 namespace {
@@ -51,49 +50,15 @@ class TempDir {
   fs::path path_;
 };
 
-// ---- a minimal JPEG encoder for test files (libjpeg's errors longjmp back here) ----
-struct JpegError {
-  jpeg_error_mgr mgr;
-  std::jmp_buf jump;
-};
-extern "C" void jpeg_error_jump(j_common_ptr c) { std::longjmp(reinterpret_cast<JpegError*>(c->err)->jump, 1); }
-
-// Only C objects live in this frame, so the longjmp skips no destructor.
-bool encode_jpeg_c(const uint8_t* px, int w, int h, int ch, int quality, unsigned char** out, unsigned long* size) {
-  jpeg_compress_struct c;
-  JpegError err;
-  c.err = jpeg_std_error(&err.mgr);
-  err.mgr.error_exit = jpeg_error_jump;
-  if (setjmp(err.jump)) {
-    jpeg_destroy_compress(&c);
-    return false;
-  }
-  jpeg_create_compress(&c);
-  jpeg_mem_dest(&c, out, size);
-  c.image_width = static_cast<JDIMENSION>(w);
-  c.image_height = static_cast<JDIMENSION>(h);
-  c.input_components = ch;
-  c.in_color_space = ch == 1 ? JCS_GRAYSCALE : JCS_RGB;
-  jpeg_set_defaults(&c);
-  jpeg_set_quality(&c, quality, TRUE);
-  jpeg_start_compress(&c, TRUE);
-  while (c.next_scanline < c.image_height) {
-    JSAMPROW row = const_cast<uint8_t*>(px + static_cast<size_t>(c.next_scanline) * w * ch);
-    jpeg_write_scanlines(&c, &row, 1);
-  }
-  jpeg_finish_compress(&c);
-  jpeg_destroy_compress(&c);
-  return true;
-}
-
 void write_jpeg(const fs::path& p, const Image& img, int quality = 95) {
-  const std::vector<uint8_t> px = to_u8_interleaved(img);
-  unsigned char* buf = nullptr;
-  unsigned long size = 0;
-  const bool ok = encode_jpeg_c(px.data(), img.width, img.height, img.channels, quality, &buf, &size);
-  if (ok) std::ofstream(p, std::ios::binary).write(reinterpret_cast<const char*>(buf), static_cast<std::streamsize>(size));
-  std::free(buf);
-  ASSERT_TRUE(ok) << "JPEG encoding failed for " << p;
+  testimg::JpegSpec spec;
+  spec.width = img.width;
+  spec.height = img.height;
+  spec.components = img.channels;
+  spec.quality = quality;
+  const std::vector<uint8_t> bytes = testimg::libjpeg_write(spec, to_u8_interleaved(img));
+  std::ofstream(p, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()),
+                                           static_cast<std::streamsize>(bytes.size()));
 }
 
 // Sample i is a constant image of value (10 + 7 i) / 255, so a batch row tells which
