@@ -19,8 +19,6 @@
 #include <thread>
 #include <vector>
 
-// jpeglib.h needs stdio.h and stddef.h first.
-
 #include "data/dataset.h"
 #include "data/image.h"
 #include "data/loader.h"
