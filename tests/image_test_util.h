@@ -21,33 +21,14 @@
 #include <jpeglib.h>
 #include <png.h>
 
+#include "temp_dir.h"
+
 namespace cxr::testimg {
 
 namespace fs = std::filesystem;
 
 // A fresh directory under the system temp directory, removed afterwards.
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "cxr_image_XXXXXX").string();
-    std::vector<char> buf(tmpl.begin(), tmpl.end());
-    buf.push_back('\0');
-    const char* d = ::mkdtemp(buf.data());
-    if (!d) throw std::runtime_error("mkdtemp failed");
-    path_ = d;
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
+using cxr_test::TempDir;
 
 inline void write_bytes(const std::string& path, const std::vector<uint8_t>& b) {
   std::ofstream f(path, std::ios::binary | std::ios::trunc);

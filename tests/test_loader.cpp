@@ -13,7 +13,6 @@
 #include <fstream>
 #include <functional>
 #include <future>
-#include <random>
 #include <set>
 #include <string>
 #include <thread>
@@ -24,29 +23,14 @@
 #include "data/loader.h"
 #include "expect_error.h"
 #include "image_test_util.h"
+#include "temp_dir.h"
 
 namespace cxr::data {
 namespace {
 
 namespace fs = std::filesystem;
 
-class TempDir {
- public:
-  TempDir() {
-    std::random_device rd;
-    path_ = fs::temp_directory_path() / ("cxr_test_loader_" + std::to_string(rd()) + std::to_string(rd()));
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-  std::string str() const { return path_.string(); }
-
- private:
-  fs::path path_;
-};
+using cxr_test::TempDir;
 
 void write_jpeg(const fs::path& p, const Image& img, int quality = 95) {
   testimg::JpegSpec spec;
