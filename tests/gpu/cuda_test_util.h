@@ -296,42 +296,28 @@ inline void poison_like(const std::vector<Tensor>& like, int copies = 4) {
 
 // ---------------------------------------------------------------- settings scopes
 
-// Sets TF32 on the device under test for the scope (no-op on the CPU, which is fp32).
-class Tf32Scope {
+// Sets a per-device setting on the device under test for the scope and restores it
+// afterwards (no-op on the CPU, which is plain fp32 and deterministic).
+template <bool (*Get)(int), void (*Set)(bool, int)>
+class SettingScope {
  public:
-  explicit Tf32Scope(bool on) : dev_(test_device()) {
+  explicit SettingScope(bool on) : dev_(test_device()) {
     if (!dev_.is_cuda()) return;
-    prev_ = cuda::allow_tf32(dev_.index);
-    cuda::set_allow_tf32(on, dev_.index);
+    prev_ = Get(dev_.index);
+    Set(on, dev_.index);
   }
-  ~Tf32Scope() {
-    if (dev_.is_cuda()) cuda::set_allow_tf32(prev_, dev_.index);
+  ~SettingScope() {
+    if (dev_.is_cuda()) Set(prev_, dev_.index);
   }
-  Tf32Scope(const Tf32Scope&) = delete;
-  Tf32Scope& operator=(const Tf32Scope&) = delete;
+  SettingScope(const SettingScope&) = delete;
+  SettingScope& operator=(const SettingScope&) = delete;
 
  private:
   Device dev_;
   bool prev_ = false;
 };
-
-class DeterministicScope {
- public:
-  explicit DeterministicScope(bool on) : dev_(test_device()) {
-    if (!dev_.is_cuda()) return;
-    prev_ = cuda::deterministic(dev_.index);
-    cuda::set_deterministic(on, dev_.index);
-  }
-  ~DeterministicScope() {
-    if (dev_.is_cuda()) cuda::set_deterministic(prev_, dev_.index);
-  }
-  DeterministicScope(const DeterministicScope&) = delete;
-  DeterministicScope& operator=(const DeterministicScope&) = delete;
-
- private:
-  Device dev_;
-  bool prev_ = false;
-};
+using Tf32Scope = SettingScope<cuda::allow_tf32, cuda::set_allow_tf32>;
+using DeterministicScope = SettingScope<cuda::deterministic, cuda::set_deterministic>;
 
 // ---------------------------------------------------------------- op comparison
 
