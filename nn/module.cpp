@@ -68,32 +68,31 @@ void Module::train(bool on) {
   for (auto& [n, c] : children_) c->train(on);
 }
 
-void Module::to(DType dtype) {
-  CXR_CHECK(dtype == DType::f32 || dtype == DType::f64, "Module::to: dtype must be f32 or f64");
-  auto convert = [&](const Tensor& t) {
-    if (t.dtype() == dtype || t.dtype() == DType::i64) return;
-    Tensor c = t.to(dtype);
+// Converts every floating-point parameter and buffer in place with `convert` (a new
+// tensor), so that handles held elsewhere see the result; gradients are dropped.
+template <typename F>
+static void replace_floating(const Module& m, F&& convert) {
+  auto replace = [&](const Tensor& t) {
+    if (t.dtype() == DType::i64) return;
+    const Tensor c = convert(t);
+    if (c.same_storage(t)) return;
     TensorImpl* impl = t.impl();
     impl->storage = c.impl()->storage;
     impl->offset = 0;
-    impl->dtype = dtype;
+    impl->dtype = c.dtype();
     impl->grad = Tensor();
   };
-  for (auto& [n, t] : named_parameters()) convert(t);
-  for (auto& [n, t] : named_buffers()) convert(t);
+  for (auto& [n, t] : m.named_parameters()) replace(t);
+  for (auto& [n, t] : m.named_buffers()) replace(t);
+}
+
+void Module::to(DType dtype) {
+  CXR_CHECK(dtype == DType::f32 || dtype == DType::f64, "Module::to: dtype must be f32 or f64");
+  replace_floating(*this, [&](const Tensor& t) { return t.to(dtype); });
 }
 
 void Module::to(Device device) {
-  auto move = [&](const Tensor& t) {
-    if (t.dtype() == DType::i64 || t.device() == device) return;
-    Tensor c = t.to(device);
-    TensorImpl* impl = t.impl();
-    impl->storage = c.impl()->storage;
-    impl->offset = 0;
-    impl->grad = Tensor();
-  };
-  for (auto& [n, t] : named_parameters()) move(t);
-  for (auto& [n, t] : named_buffers()) move(t);
+  replace_floating(*this, [&](const Tensor& t) { return t.to(device); });
 }
 
 void Module::zero_grad() {
