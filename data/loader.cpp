@@ -207,7 +207,7 @@ void Loader::drain(std::unique_lock<std::mutex>& lock) {
   }
 }
 
-void Loader::start_epoch(int64_t epoch) {
+void Loader::start_epoch(int64_t epoch, int64_t first_batch) {
   std::unique_lock<std::mutex> lock(mutex_);
   drain(lock);
   const int64_t n = dataset_.size(), B = options_.batch_size;
@@ -220,8 +220,10 @@ void Loader::start_epoch(int64_t epoch) {
   epoch_ = epoch;
   num_batches_ = batches_per_epoch();
   total_ = options_.drop_last ? num_batches_ * B : n;
-  next_pos_ = 0;
-  next_batch_ = 0;
+  CXR_CHECK(first_batch >= 0 && first_batch <= num_batches_, "Loader::start_epoch: first_batch ", first_batch,
+            " is outside [0, ", num_batches_, "]");
+  next_batch_ = first_batch;
+  next_pos_ = std::min(total_, first_batch * B);
   stats_ = EpochStats{};
   epoch_start_ = now_seconds();
   epoch_done_ = false;

@@ -78,7 +78,10 @@ class Loader {
   Loader& operator=(const Loader&) = delete;
 
   // Starts (or restarts) an epoch: work still queued for the previous one is dropped.
-  void start_epoch(int64_t epoch);
+  // first_batch > 0 starts part-way through (a resumed run): the epoch's order is the same,
+  // and batches before first_batch are neither decoded nor delivered. ValueError unless
+  // 0 <= first_batch <= batches_per_epoch().
+  void start_epoch(int64_t epoch, int64_t first_batch = 0);
   // The next batch of the current epoch, in order; false once the epoch is exhausted.
   // Throws ValueError when no epoch was started.
   bool next(Batch& out);

@@ -91,6 +91,13 @@ class ReduceLROnPlateau {
   bool report(double metric);
   double best() const { return best_; }
   int64_t bad_epochs() const { return bad_; }
+  bool has_best() const { return has_best_; }
+  // Restores what report() has seen (checkpoint resume); the lr lives in the optimizer.
+  void restore(double best, int64_t bad_epochs, bool has_best) {
+    best_ = best;
+    bad_ = bad_epochs;
+    has_best_ = has_best;
+  }
 
  private:
   Optimizer& opt_;

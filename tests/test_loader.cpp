@@ -177,6 +177,39 @@ TEST(Loader, ShuffleIsSeededPerEpochAndCoversEverySampleOnce) {
   }
 }
 
+// A resumed run starts an epoch part-way: the later batches are the same as in a full epoch.
+TEST(Loader, StartEpochAtABatch) {
+  TempDir d;
+  const Dataset ds = make_folder(d.path(), 23, 2);
+  LoaderOptions o = small_options();
+  o.shuffle = true;
+  o.seed = 3;
+  o.pipeline.augment.rotation = 10;  // augmentation depends on (seed, epoch, index) only
+  for (bool drop_last : {false, true}) {
+    o.drop_last = drop_last;
+    Loader full(ds, o);
+    const std::vector<Batch> all = run_epoch(full, 2);
+    ASSERT_EQ(static_cast<int64_t>(all.size()), full.batches_per_epoch());
+    for (int64_t first : {int64_t(0), int64_t(1), int64_t(3), full.batches_per_epoch()}) {
+      Loader part(ds, o);
+      part.start_epoch(2, first);
+      std::vector<Batch> got;
+      Batch b;
+      while (part.next(b)) got.push_back(b);
+      ASSERT_EQ(static_cast<int64_t>(got.size()), full.batches_per_epoch() - first) << "first " << first;
+      for (size_t i = 0; i < got.size(); ++i) {
+        const Batch& want = all[static_cast<size_t>(first) + i];
+        EXPECT_EQ(got[i].number, want.number);
+        EXPECT_EQ(got[i].indices, want.indices);
+        EXPECT_EQ(got[i].images.to_vector(), want.images.to_vector());
+      }
+    }
+    Loader bad(ds, o);
+    EXPECT_THROW(bad.start_epoch(0, bad.batches_per_epoch() + 1), cxr::ValueError);
+    EXPECT_THROW(bad.start_epoch(0, -1), cxr::ValueError);
+  }
+}
+
 TEST(Loader, DropLast) {
   TempDir d;
   const Dataset ds = make_folder(d.path(), 23, 2);
