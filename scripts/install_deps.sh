@@ -3,7 +3,7 @@
 # already present are left alone, so repeated runs are quick.
 set -euo pipefail
 PKGS=(build-essential cmake ninja-build pkg-config git libeigen3-dev nlohmann-json3-dev libgtest-dev libgmock-dev
-      libbenchmark-dev libpng-dev libjpeg62-turbo-dev libcli11-dev libjpeg-turbo-progs
+      libbenchmark-dev libpng-dev libjpeg62-turbo-dev libcli11-dev libjpeg-turbo-progs libtomlplusplus-dev libssl-dev
       python3 python3-pip python3-numpy)
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

@@ -9,8 +9,13 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <system_error>
+#include <vector>
+
+#include "data/csv.h"
 
 namespace cxr_test {
 
@@ -35,6 +40,24 @@ inline Result run_cxr(const std::string& args, bool stdout_only = false) {
 }
 
 inline bool has(const std::string& text, const std::string& what) { return text.find(what) != std::string::npos; }
+
+// A whole file as a string ("" when it cannot be read).
+inline std::string slurp(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// The records of CSV text (header included), each a vector of fields (data/csv.h).
+inline std::vector<std::vector<std::string>> parse_csv_rows(const std::string& text) {
+  std::vector<std::vector<std::string>> rows;
+  for (auto& r : cxr::data::parse_csv(text, "csv")) rows.push_back(std::move(r.fields));
+  return rows;
+}
+inline std::vector<std::vector<std::string>> read_csv_rows(const std::filesystem::path& p) {
+  return parse_csv_rows(slurp(p));
+}
 
 // An empty directory under the system temp dir named after the running test.
 inline std::filesystem::path fresh_test_dir(const std::string& prefix) {

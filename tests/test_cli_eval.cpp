@@ -1,6 +1,6 @@
 // Tests of `cxr eval`, run as a child process (CXR_CLI_PATH is the built binary): binary
 // and multiclass reports against --truth CSVs and --truth-folder layouts, --out files,
-// and the exit codes of its errors.
+// the --html report, and the exit codes of its errors.
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -135,6 +135,57 @@ TEST_F(CliEval, TruthFolderAndOutFiles) {
   std::string header;
   std::getline(roc, header);
   EXPECT_EQ(header, "threshold,fpr,tpr");
+}
+
+std::string read_file(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+TEST_F(CliEval, HtmlReport) {
+  const std::string pred = write("pred.csv", kBinaryPred), truth = write("truth.csv", kBinaryTruth);
+  const fs::path html = dir_ / "report.html", out = dir_ / "out";
+  const Result r = run_cxr("eval --predictions " + q(pred) + " --truth " + q(truth) + " --bootstrap 20 --html " +
+                           q(html.string()) + " --out " + q(out.string()));
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_TRUE(has(r.output, "Wrote " + html.string())) << r.output;
+  ASSERT_TRUE(fs::is_regular_file(html));
+  const std::string h = read_file(html);
+  EXPECT_EQ(h.rfind("<!DOCTYPE html>", 0), 0u);
+  for (const char* s : {"<svg", ">ROC curve (AUC 0.778)</text>", ">Precision-recall curve (AP ", "class=\"confusion\"",
+                        ">NORMAL</th>", ">PNEUMONIA</th>", "positive class PNEUMONIA", "Threshold sweep", "pred.csv",
+                        "Rows skipped (inference errors)"})
+    EXPECT_TRUE(has(h, s)) << s;
+  // Confusion matrix at 0.5: each row holds 2 of its 3 cases on the diagonal.
+  EXPECT_TRUE(has(h, "<b>2</b><span>66.7%</span>")) << "row percentages";
+  EXPECT_FALSE(has(h, "<script"));
+  EXPECT_FALSE(has(h, "http:"));
+  // --out DIR holds the same report.
+  ASSERT_TRUE(fs::is_regular_file(out / "report.html"));
+  EXPECT_TRUE(has(read_file(out / "report.html"), ">ROC curve (AUC 0.778)</text>"));
+
+  // Multiclass, with a hostile class name: escaped, never markup.
+  const std::string mpred = write("m.csv",
+                                  "path,predicted,prob_A,prob_<script>x</script>,prob_C\n"
+                                  "1.png,A,0.7,0.2,0.1\n2.png,B,0.1,0.8,0.1\n3.png,C,0.2,0.2,0.6\n4.png,B,0.3,0.5,0.2\n");
+  const std::string mtruth = write("mt.csv", "path,label\n1.png,A\n2.png,<script>x</script>\n3.png,C\n4.png,A\n");
+  const fs::path mhtml = dir_ / "multi.html";
+  const Result m = run_cxr("eval --predictions " + q(mpred) + " --truth " + q(mtruth) + " --bootstrap 0 --html " +
+                           q(mhtml.string()));
+  ASSERT_EQ(m.code, 0) << m.output;
+  const std::string mh = read_file(mhtml);
+  EXPECT_TRUE(has(mh, "class=\"confusion\""));
+  EXPECT_TRUE(has(mh, ">&lt;script&gt;x&lt;/script&gt;</th>"));
+  EXPECT_TRUE(has(mh, "Per class (one-vs-rest)"));
+  EXPECT_FALSE(has(mh, "<script"));
+
+  // An unwritable destination is an error naming the file.
+  const Result bad = run_cxr("eval --predictions " + q(pred) + " --truth " + q(truth) + " --bootstrap 0 --html " +
+                             q((dir_ / "no/such/dir/r.html").string()));
+  EXPECT_EQ(bad.code, 1) << bad.output;
+  EXPECT_TRUE(has(bad.output, "r.html")) << bad.output;
 }
 
 TEST_F(CliEval, TruthFolderPathOutsideRoot) {

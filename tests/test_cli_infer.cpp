@@ -29,34 +29,7 @@ using cxr_test::has;
 using cxr_test::Result;
 using cxr_test::run_cxr;
 
-std::vector<std::vector<std::string>> read_csv(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  const std::string t = ss.str();
-  std::vector<std::vector<std::string>> rows;
-  std::vector<std::string> row;
-  std::string f;
-  bool q = false;
-  for (size_t i = 0; i < t.size(); ++i) {
-    const char c = t[i];
-    if (q) {
-      if (c == '"' && i + 1 < t.size() && t[i + 1] == '"') f += '"', ++i;
-      else if (c == '"') q = false;
-      else f += c;
-    } else if (c == '"') {
-      q = true;
-    } else if (c == ',') {
-      row.push_back(f), f.clear();
-    } else if (c == '\n') {
-      row.push_back(f), f.clear();
-      rows.push_back(row), row.clear();
-    } else {
-      f += c;
-    }
-  }
-  return rows;
-}
+std::vector<std::vector<std::string>> read_csv(const std::string& path) { return cxr_test::read_csv_rows(path); }
 
 struct Pred {
   std::string predicted, error;

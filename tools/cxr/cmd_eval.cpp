@@ -4,7 +4,9 @@
 // holding the file) or a `path,label` CSV (--truth). Two classes give a binary report
 // (scores = probability of the positive class), more a multiclass one (tools/metrics).
 // Prints a readable summary, or the report JSON with --json; --out DIR also writes
-// metrics.json, roc.csv, pr.csv and sweep.csv.
+// metrics.json, roc.csv, pr.csv, sweep.csv and report.html; --html FILE writes the
+// self-contained HTML report (headline metrics with CIs, ROC/PR curves, confusion matrix,
+// threshold sweep, calibration; tools/report) to FILE.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -23,8 +25,10 @@
 
 #include "data/csv.h"
 #include "runtime/error.h"
+#include "runtime/file_util.h"
 #include "tools/cxr/commands.h"
 #include "tools/metrics/metrics.h"
+#include "tools/report/report.h"
 
 namespace cxr::cli {
 
@@ -44,6 +48,7 @@ struct EvalArgs {
   uint64_t seed = 1;
   int bins = 10;
   std::string out;
+  std::string html;
   bool json = false;
   bool ignore_missing = false;
 };
@@ -270,12 +275,25 @@ void print_summary(std::ostream& os, const metrics::EvalReport& r, const std::st
   os << "\nECE (" << r.options.bins << " bins): " << fmt(r.calibration.ece) << '\n';
 }
 
-void write_file(const fs::path& p, const std::string& text) {
-  std::ofstream out(p, std::ios::binary);
-  if (!out) throw FileError(p.string() + ": cannot open for writing");
-  out << text;
-  out.close();
-  if (!out) throw FileError(p.string() + ": write error");
+// Atomically (temp file, fsync, rename): a crash leaves the old file or the new one.
+void write_file(const fs::path& p, const std::string& text) { write_file_atomic(p.string(), text); }
+
+// The HTML report of an evaluation: where its data came from, then the evaluation itself.
+std::string html_report(const EvalArgs& a, const metrics::EvalReport& r, const std::string& positive,
+                        int64_t skipped_errors, int64_t n_missing) {
+  report::Document doc("Evaluation report");
+  std::vector<std::pair<std::string, std::string>> inputs = {
+      {"Predictions", a.predictions},
+      {a.truth_csv.empty() ? "Ground truth (class folders)" : "Ground truth (CSV)",
+       a.truth_csv.empty() ? a.truth_folder : a.truth_csv},
+      {"Cases evaluated", std::to_string(r.num_cases)}};
+  if (!positive.empty()) inputs.emplace_back("Positive class", positive);
+  inputs.emplace_back("Decision threshold", fmt(r.options.threshold, 3));
+  if (skipped_errors > 0) inputs.emplace_back("Rows skipped (inference errors)", std::to_string(skipped_errors));
+  if (a.ignore_missing && n_missing > 0) inputs.emplace_back("Rows skipped (no ground truth)", std::to_string(n_missing));
+  doc.key_values("Inputs", inputs);
+  doc.evaluation(r, "Results");
+  return doc.html();
 }
 
 int run(const EvalArgs& a) {
@@ -403,12 +421,18 @@ int run(const EvalArgs& a) {
       write_file(dir / "sweep.csv", sweep.str());
     }
   }
+  if (!a.out.empty() || !a.html.empty()) {
+    const std::string page = html_report(a, report, positive_name, p.skipped_errors, n_missing);
+    if (!a.out.empty()) write_file_atomic((fs::path(a.out) / "report.html").string(), page);
+    if (!a.html.empty()) write_file_atomic(a.html, page);
+  }
   if (a.json) {
     std::cout << j.dump(2) << '\n';
   } else {
     print_summary(std::cout, report, positive_name, p.skipped_errors);
     if (a.ignore_missing && n_missing > 0) std::cout << n_missing << " predictions without ground truth skipped\n";
     if (!a.out.empty()) std::cout << "Wrote " << a.out << "\n";
+    if (!a.html.empty()) std::cout << "Wrote " << a.html << "\n";
   }
   return 0;
 }
@@ -431,7 +455,10 @@ Command eval_command() {
                 ->capture_default_str();
             app.add_option("--seed", a->seed, "bootstrap seed")->capture_default_str();
             app.add_option("--bins", a->bins, "calibration bins")->capture_default_str();
-            app.add_option("--out", a->out, "write metrics.json, roc.csv, pr.csv, sweep.csv here");
+            app.add_option("--out", a->out, "write metrics.json, roc.csv, pr.csv, sweep.csv and report.html here");
+            app.add_option("--html", a->html,
+                           "write a self-contained HTML report (metrics with CIs, ROC/PR curves, confusion "
+                           "matrix, calibration) to this file");
             app.add_flag("--json", a->json, "print the report as JSON");
             app.add_flag("--ignore-missing", a->ignore_missing, "skip predictions without ground truth");
             return [a] { return run(*a); };

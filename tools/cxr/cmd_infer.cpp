@@ -30,6 +30,7 @@
 #include "runtime/cuda.h"
 #include "runtime/error.h"
 #include "runtime/thread_pool.h"
+#include "tools/cxr/cli_util.h"
 #include "tools/cxr/commands.h"
 
 namespace cxr::cli {
@@ -54,16 +55,6 @@ struct InferArgs {
 // Image files under `dir`, recursively, hidden files and folders skipped, sorted.
 void collect_dir(const fs::path& dir, std::vector<std::string>& out) {
   for (const std::string& rel : data::list_images(dir.string(), true)) out.push_back((dir / rel).string());
-}
-
-std::string csv_field(const std::string& s) {
-  if (s.find_first_of(",\"\r\n") == std::string::npos) return s;
-  std::string q = "\"";
-  for (char c : s) {
-    if (c == '"') q += '"';
-    q += c;
-  }
-  return q + "\"";
 }
 
 std::string fmt_prob(double v) {

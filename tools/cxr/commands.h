@@ -40,8 +40,11 @@ Command validate_command();
 Command eval_command();
 Command version_command();
 Command infer_command();
+Command train_command();
+Command gradcam_command();
+Command bench_command();
 
 // Every command, in the order `cxr --help` lists them.
-inline std::vector<Command> all_commands() { return {synth_command(), infer_command(), validate_command(), eval_command(), version_command()}; }
+inline std::vector<Command> all_commands() { return {synth_command(), train_command(), infer_command(), eval_command(), gradcam_command(), validate_command(), bench_command(), version_command()}; }
 
 }  // namespace cxr::cli
