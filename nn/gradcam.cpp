@@ -45,8 +45,9 @@ class TrainingFlagsGuard {
   explicit TrainingFlagsGuard(Module& root) {
     for (auto& [path, m] : root.named_modules()) flags_.emplace_back(m, m->is_training());
   }
-  ~TrainingFlagsGuard() {
-    for (auto& [m, on] : flags_) m->train(on);
+  ~TrainingFlagsGuard() {  // writes only what changed, so concurrent readers of an eval model see no write
+    for (auto& [m, on] : flags_)
+      if (m->is_training() != on) m->train(on);
   }
   TrainingFlagsGuard(const TrainingFlagsGuard&) = delete;
   TrainingFlagsGuard& operator=(const TrainingFlagsGuard&) = delete;
@@ -103,7 +104,7 @@ std::vector<Traced> trace(Model& model) {
       break;
     }
   TrainingFlagsGuard flags(model);
-  model.eval();
+  if (model.is_training()) model.eval();
   NoGradGuard no_grad;
   const Tensor x =
       Tensor::zeros({1, model.in_channels(), model.input_height(), model.input_width()}, dtype, device);
@@ -227,7 +228,7 @@ std::vector<GradCamResult> grad_cam(Model& model, const Tensor& x, const std::ve
   if (!layer_arg.empty()) check_layer_path(model, layer_arg);
   const std::string layer = layer_arg.empty() ? default_gradcam_layer(model) : layer_arg;
 
-  model.eval();
+  if (model.is_training()) model.eval();  // no write when it already is (other threads may be predicting)
   FrozenParameters frozen(model);
   GradModeOn grad_on;
   Tensor feat;  // (N, K, h, w): the layer's output as a leaf of the rest of the graph

@@ -4,7 +4,7 @@
 set -euo pipefail
 PKGS=(build-essential cmake ninja-build pkg-config git libeigen3-dev nlohmann-json3-dev libgtest-dev libgmock-dev
       libbenchmark-dev libpng-dev libjpeg62-turbo-dev libcli11-dev libjpeg-turbo-progs libtomlplusplus-dev libssl-dev
-      python3 python3-pip python3-numpy)
+      python3 python3-pip python3-numpy chromium)
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
