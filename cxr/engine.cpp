@@ -12,6 +12,7 @@
 #include "nn/gradcam.h"
 #include "nn/serialize.h"
 #include "nn/zoo.h"
+#include "registry/registry.h"
 #include "runtime/cuda.h"
 
 namespace cxr {
@@ -94,9 +95,18 @@ data::Image heatmap_overlay(const data::Image& image, const std::vector<float>& 
 }
 
 Model Model::load(const std::string& path_or_ref, const LoadOptions& options) {
-  if (path_or_ref.rfind("registry:", 0) == 0)
-    throw ValueError("registry references need the registry library: " + path_or_ref);
-  nn::LoadedModel lm = nn::load_model(path_or_ref);
+  nn::LoadedModel lm;
+  if (path_or_ref.rfind("registry:", 0) == 0) {
+    std::string dir = options.registry;
+    if (dir.empty()) {
+      const char* env = std::getenv("CXR_REGISTRY");
+      dir = env != nullptr && *env != '\0' ? env : "registry";
+    }
+    // Checks the artifact's SHA-256 and records the load in the registry's audit log.
+    lm = registry::Registry::open(dir).load(path_or_ref.substr(9)).model;
+  } else {
+    lm = nn::load_model(path_or_ref);
+  }
   Model m = from(lm.model, lm.info.class_names, lm.info.mean, lm.info.stddev);
   auto impl = std::const_pointer_cast<Impl>(m.impl_);
   impl->source = path_or_ref;

@@ -201,16 +201,21 @@ void save_model(const std::string& path, const Model& model, const ModelInfo& in
   save_safetensors(path, model.state_dict(), meta);
 }
 
-LoadedModel load_model(const std::string& path) {
-  SafetensorsFile f = load_safetensors(path);
+LoadedModel load_model(const std::string& path) { return load_model_from(load_safetensors(path), path); }
+
+LoadedModel load_model_bytes(const std::string& bytes, const std::string& what) {
+  return load_model_from(safetensors_decode(bytes, what), what);
+}
+
+LoadedModel load_model_from(SafetensorsFile f, const std::string& what) {
   auto need = [&](const char* key) -> const std::string& {
     auto it = f.metadata.find(key);
     if (it == f.metadata.end())
-      throw FileError("'" + path + "' is a safetensors file but not a cxr model: metadata '" + key + "' is missing");
+      throw FileError("'" + what + "' is a safetensors file but not a cxr model: metadata '" + key + "' is missing");
     return it->second;
   };
   if (need("format") != kFormat)
-    throw FileError("'" + path + "': unsupported model format '" + need("format") + "' (expected " + kFormat + ")");
+    throw FileError("'" + what + "': unsupported model format '" + need("format") + "' (expected " + kFormat + ")");
   LoadedModel out;
   try {
     out.model = build_model(json::parse(need("cxr.architecture")), 0);
@@ -221,18 +226,18 @@ LoadedModel load_model(const std::string& path) {
     auto tr = f.metadata.find("cxr.training");
     if (tr != f.metadata.end()) out.info.training = json::parse(tr->second);
   } catch (const json::exception& e) {
-    throw FileError("'" + path + "': malformed model metadata (" + e.what() + ")");
+    throw FileError("'" + what + "': malformed model metadata (" + e.what() + ")");
   } catch (const ValueError& e) {
-    throw FileError("'" + path + "': " + e.what());
+    throw FileError("'" + what + "': " + e.what());
   }
   out.engine_version = f.metadata.count("cxr.engine_version") ? f.metadata["cxr.engine_version"] : "";
   if (static_cast<int64_t>(out.info.class_names.size()) != out.model->num_classes())
-    throw FileError("'" + path + "': " + std::to_string(out.info.class_names.size()) + " class names for " +
+    throw FileError("'" + what + "': " + std::to_string(out.info.class_names.size()) + " class names for " +
                     std::to_string(out.model->num_classes()) + " classes");
   try {
     out.model->load_state_dict(f.tensors, true);
   } catch (const ValueError& e) {
-    throw FileError("'" + path + "': weights do not match the architecture: " + e.what());
+    throw FileError("'" + what + "': weights do not match the architecture: " + e.what());
   }
   out.model->eval();
   return out;

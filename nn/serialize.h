@@ -66,5 +66,10 @@ struct LoadedModel {
 };
 // Rebuilds the architecture from the file's spec and loads the weights (eval mode).
 LoadedModel load_model(const std::string& path);
+// The same from the bytes of a model file in memory (e.g. a decrypted registry artifact);
+// `what` names it in errors.
+LoadedModel load_model_bytes(const std::string& bytes, const std::string& what);
+// The same from an already decoded safetensors file.
+LoadedModel load_model_from(SafetensorsFile file, const std::string& what);
 
 }  // namespace cxr::nn

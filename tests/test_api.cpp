@@ -20,6 +20,7 @@
 #include "nn/functional.h"
 #include "nn/serialize.h"
 #include "nn/zoo.h"
+#include "registry/registry.h"
 #include "temp_dir.h"
 
 namespace fs = std::filesystem;
@@ -164,6 +165,27 @@ TEST(CppApi, ErrorsAreTyped) {
   const cxr::Model m = cxr::Model::load(f.model_path);
   EXPECT_THROW(m.predict((f.dir.path() / "none.png").string()), cxr::FileError);
   EXPECT_THROW(m.predict(cxr::data::Image{}), cxr::ValueError);
+}
+
+// A registry reference loads the registered version (hash checked) with the same results.
+TEST(CppApi, LoadsRegistryReferences) {
+  Fixture f(1);
+  const std::string reg = (f.dir.path() / "registry").string();
+  const auto v = cxr::registry::register_model_file(reg, "chest", f.model_path);
+  const cxr::Model direct = cxr::Model::load(f.model_path);
+  const cxr::Model a = cxr::Model::load("registry:chest@" + v.version, {.registry = reg});
+  const cxr::Model b = cxr::Model::load("registry:chest", {.registry = reg});  // latest
+  EXPECT_EQ(a.predict(f.images[0]).probabilities, direct.predict(f.images[0]).probabilities);
+  EXPECT_EQ(b.predict(f.images[0]).probabilities, direct.predict(f.images[0]).probabilities);
+  EXPECT_THROW(cxr::Model::load("registry:chest@9.9.9", {.registry = reg}), cxr::Error);
+  EXPECT_THROW(cxr::Model::load("registry:chest@production", {.registry = reg}), cxr::Error);  // none promoted
+  EXPECT_THROW(cxr::Model::load("registry:chest", {.registry = (f.dir.path() / "none").string()}), cxr::FileError);
+  cxr_model* m = nullptr;
+  ::setenv("CXR_REGISTRY", reg.c_str(), 1);
+  EXPECT_EQ(cxr_model_load("registry:chest", "cpu", &m), CXR_OK) << cxr_last_error();
+  ::unsetenv("CXR_REGISTRY");
+  EXPECT_EQ(cxr_model_num_classes(m), 2);
+  cxr_model_free(m);
 }
 
 // ------------------------------------------------------------------ C API

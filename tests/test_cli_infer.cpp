@@ -197,7 +197,11 @@ TEST_F(CliInfer, Errors) {
   EXPECT_EQ(bad.code, 1) << bad.output;
   const Result reg = run_cxr("infer registry:chest/v1 " + q(good_[0]) + " --out " + out);
   EXPECT_EQ(reg.code, 2) << reg.output;
-  EXPECT_TRUE(has(reg.output, "the model registry is not available yet")) << reg.output;
+  EXPECT_TRUE(has(reg.output, "invalid model name 'chest/v1'")) << reg.output;
+  const Result noreg = run_cxr("infer registry:chest@production " + q(good_[0]) + " --registry " +
+                               q(dir_ / "no_registry") + " --out " + out);
+  EXPECT_EQ(noreg.code, 1) << noreg.output;
+  EXPECT_TRUE(has(noreg.output, "no model registry at")) << noreg.output;
   const Result none = run_cxr("infer " + q(model_) + " --out " + out);
   EXPECT_EQ(none.code, 2) << none.output;
   const Result noout = run_cxr("infer " + q(model_) + " " + q(good_[0]));

@@ -331,3 +331,22 @@ TEST_F(TrainCli, ResumeCanExtendTheEpochs) {
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_EQ(count_lines(run / "history.csv"), 3);
 }
+
+// --register puts the best model into the registry with the run's metrics and settings.
+TEST_F(TrainCli, RegisterAddsTheModelToTheRegistry) {
+  const fs::path data = small_set(dir_);
+  const fs::path run = dir_ / "run", reg = dir_ / "registry";
+  auto r = run_cxr("train " + quick(data, run, 1) + " --register 'bad/name'");
+  EXPECT_EQ(r.code, 2) << r.output;
+  EXPECT_FALSE(fs::exists(run));  // refused before training
+  r = run_cxr("train " + quick(data, run, 1) + " --register chest --registry '" + reg.string() + "'");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_TRUE(has(r.output, "registered chest@")) << r.output;
+  r = run_cxr("registry show chest --registry '" + reg.string() + "' --json", true);
+  ASSERT_EQ(r.code, 0) << r.output;
+  const json show = json::parse(r.output);
+  EXPECT_TRUE(has(show.dump(), "val_auc")) << show.dump();
+  EXPECT_TRUE(has(show.dump(), "training_config")) << show.dump();
+  r = run_cxr("registry verify --registry '" + reg.string() + "'");
+  EXPECT_EQ(r.code, 0) << r.output;
+}

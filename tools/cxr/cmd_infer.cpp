@@ -4,6 +4,10 @@
 // through in batches (decoded in parallel), so memory is bounded by one batch. An
 // unreadable image gets a row with its error and the run goes on (exit code 1 at the end).
 // The CSV is written to PRED.csv.tmp and renamed into place when complete.
+// A model `registry:NAME[@VERSION|@production|@staging]` is loaded from the model registry
+// (--registry DIR, else $CXR_REGISTRY, else ./registry) with its SHA-256 checked; the run
+// is recorded in the registry's audit log (version, image counts, never image paths) and
+// in the version's performance log (latency, throughput, counts).
 #include <unistd.h>
 
 #include <algorithm>
@@ -11,6 +15,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -27,6 +32,7 @@
 #include "nn/autograd.h"
 #include "nn/functional.h"
 #include "nn/serialize.h"
+#include "registry/registry.h"
 #include "runtime/cuda.h"
 #include "runtime/error.h"
 #include "runtime/thread_pool.h"
@@ -41,6 +47,8 @@ namespace fs = std::filesystem;
 
 struct InferArgs {
   std::string model;
+  std::string registry;  // for registry: models
+  std::string key_file;
   std::vector<std::string> inputs;
   std::string list;
   std::string out;
@@ -68,8 +76,37 @@ void hflip_batch(std::vector<float>& buf, int64_t n, int64_t c, int64_t h, int64
   for (int64_t r = 0; r < n * c * h; ++r) std::reverse(buf.begin() + r * w, buf.begin() + (r + 1) * w);
 }
 
+// A model from the registry, loaded through it (hash checked, load audited).
+struct RegistryModel {
+  std::unique_ptr<registry::Registry> reg;
+  registry::VersionRecord record;
+};
+
+nn::LoadedModel load_from_registry(const InferArgs& a, RegistryModel& rm) {
+  const std::string ref = a.model.substr(std::string("registry:").size());
+  try {
+    registry::Ref::parse(ref);
+  } catch (const ValueError& e) {
+    throw UsageError(std::string("model ") + a.model + ": " + e.what());
+  }
+  std::string dir = a.registry;
+  if (dir.empty()) dir = std::getenv("CXR_REGISTRY") != nullptr ? std::getenv("CXR_REGISTRY") : "";
+  if (dir.empty()) dir = "registry";
+  registry::OpenOptions opt;
+  if (!a.key_file.empty()) opt.key = registry::Key::from_file(a.key_file);
+  rm.reg = std::make_unique<registry::Registry>(registry::Registry::open(dir, opt));
+  registry::LoadedVersion lv = rm.reg->load(ref, {.audit = true, .purpose = "cxr infer"});
+  rm.record = lv.record;
+  std::fprintf(stderr, "model %s@%s (%s, sha256 %s) from registry %s\n", lv.record.name.c_str(),
+               lv.record.version.c_str(), registry::stage_name(lv.record.stage), lv.record.sha256.substr(0, 12).c_str(),
+               dir.c_str());
+  return lv.model;
+}
+
 int run(const InferArgs& a) {
-  if (a.model.rfind("registry:", 0) == 0) throw UsageError("the model registry is not available yet");
+  const bool from_registry = a.model.rfind("registry:", 0) == 0;
+  if (!from_registry && (!a.registry.empty() || !a.key_file.empty()))
+    throw UsageError("--registry and --key-file apply to registry:NAME@VERSION models");
   if (a.batch < 1) throw UsageError("--batch must be >= 1");
   if (!a.tta.empty() && a.tta != "flip") throw UsageError("--tta must be 'flip', got '" + a.tta + "'");
   if (a.device != "auto" && a.device != "cpu" && a.device != "cuda")
@@ -100,12 +137,17 @@ int run(const InferArgs& a) {
   if (paths.empty()) throw UsageError("no images found in the given inputs");
 
   // Model.
-  if (!fs::exists(a.model, ec)) throw FileError(a.model + ": no such model file");
   nn::LoadedModel lm;
-  try {
-    lm = nn::load_model(a.model);
-  } catch (const Error& e) {
-    throw FileError(a.model + ": not a valid model file: " + e.what());
+  RegistryModel rm;
+  if (from_registry) {
+    lm = load_from_registry(a, rm);
+  } else {
+    if (!fs::exists(a.model, ec)) throw FileError(a.model + ": no such model file");
+    try {
+      lm = nn::load_model(a.model);
+    } catch (const Error& e) {
+      throw FileError(a.model + ": not a valid model file: " + e.what());
+    }
   }
   auto model = lm.model;
   const auto& info = lm.info;
@@ -244,6 +286,16 @@ int run(const InferArgs& a) {
   if (ec) throw FileError(a.out + ": cannot rename " + tmp + " into place: " + ec.message());
   const double t = elapsed();
   if (tty) std::fprintf(stderr, "\n");
+  if (rm.reg) {
+    const std::string dev = device.is_cuda() ? "cuda" : "cpu";
+    rm.reg->audit("infer", {{"model", rm.record.name}, {"version", rm.record.version}, {"sha256", rm.record.sha256},
+                            {"images", done}, {"failed", failed}, {"device", dev}});
+    rm.reg->record_perf(rm.record.name, rm.record.version,
+                        {{"source", "cxr infer"}, {"images", done}, {"failed", failed}, {"seconds", t},
+                         {"images_per_s", t > 0 ? done / t : 0.0},
+                         {"ms_per_image", done > 0 ? 1000.0 * t / done : 0.0}, {"batch", a.batch}, {"device", dev},
+                         {"tta", a.tta.empty() ? "none" : a.tta}});
+  }
   std::fprintf(stderr, "%lld images, %lld failed, %.1f img/s, wrote %s\n", static_cast<long long>(done),
                static_cast<long long>(failed), t > 0 ? done / t : 0.0, a.out.c_str());
   return failed > 0 ? 1 : 0;
@@ -254,13 +306,15 @@ int run(const InferArgs& a) {
 Command infer_command() {
   return {"infer", "run a model over images and write a predictions CSV", [](CLI::App& app) {
             auto a = std::make_shared<InferArgs>();
-            app.add_option("model", a->model, "model file (.safetensors)")->required();
+            app.add_option("model", a->model, "model file (.safetensors) or registry:NAME[@VERSION|@production|@staging]")->required();
             app.add_option("inputs", a->inputs, "image files or directories (searched recursively)");
             app.add_option("--list", a->list, "file with one image path per line");
             app.add_option("--out", a->out, "predictions CSV to write")->required();
             app.add_option("--batch", a->batch, "images per batch")->capture_default_str();
             app.add_option("--threads", a->threads, "decode and compute threads (0: all cores)");
             app.add_option("--device", a->device, "auto, cpu or cuda")->capture_default_str();
+            app.add_option("--registry", a->registry, "model registry for registry: models (default: $CXR_REGISTRY, else ./registry)");
+            app.add_option("--key-file", a->key_file, "key of an encrypted registry");
             app.add_option("--tta", a->tta, "test-time augmentation: flip (average with the mirrored image)");
             auto* th = app.add_option("--threshold", a->threshold,
                                       "binary models: predict the positive class when its probability >= T");

@@ -3,13 +3,19 @@
 // Settings resolve as defaults < --config FILE (JSON or TOML) < CXR_<KEY> environment
 // variables < flags; every setting has a flag (tools/train/config.h lists them).
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <map>
+#include <sstream>
 #include <memory>
 #include <string>
 
 #include <CLI/CLI.hpp>
 
+#include "registry/registry.h"
 #include "runtime/error.h"
+#include "runtime/file_util.h"
 #include "tools/cxr/commands.h"
 #include "tools/train/config.h"
 #include "tools/train/trainer.h"
@@ -21,7 +27,7 @@ namespace {
 using nlohmann::json;
 
 struct TrainArgs {
-  std::string data_pos, config, resume, progress = "auto";
+  std::string data_pos, config, resume, progress = "auto", register_name, registry;
   int64_t max_steps = 0;
   bool print_config = false;
   std::map<std::string, std::string> values;  // non-boolean settings as given
@@ -29,7 +35,52 @@ struct TrainArgs {
   std::map<std::string, CLI::Option*> options;
 };
 
+json read_json(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  if (!in) return json();
+  try {
+    return json::parse(in);
+  } catch (const json::parse_error&) {
+    return json();
+  }
+}
+
+// Registers a finished run's best model with the run's metrics, settings and data.
+void register_run(const TrainArgs& a, const train::TrainResult& r) {
+  namespace fs = std::filesystem;
+  std::string dir = a.registry;
+  if (dir.empty()) {
+    const char* env = std::getenv("CXR_REGISTRY");
+    dir = env != nullptr && *env != '\0' ? env : "registry";
+  }
+  const fs::path run(r.run_dir);
+  const json metrics = read_json(run / "metrics.json"), config = read_json(run / "config.json");
+  registry::RegisterOptions ro;
+  json dataset = {{"name", config.value("data", std::string())}};
+  if (metrics.is_object() && metrics.contains("data")) dataset["fingerprint"] = metrics["data"].value("train_fingerprint", "");
+  const fs::path manifest = fs::path(config.value("data", std::string())) / "manifest.csv";
+  std::error_code ec;
+  if (!config.value("data", std::string()).empty() && fs::is_regular_file(manifest, ec))
+    dataset["manifest_sha256"] = registry::sha256_file(manifest.string());
+  json m = json::object();
+  if (metrics.is_object())
+    for (const char* k : {"monitor", "best_epoch", "best_value", "val", "test"})
+      if (metrics.contains(k)) m[k] = metrics[k];
+  ro.metadata = {{"metrics", m}, {"training_config", config}, {"dataset", dataset},
+                 {"git_revision", CXR_GIT_REVISION}, {"description", "cxr train run " + r.run_dir}};
+  ro.reason = "cxr train --register";
+  const registry::VersionRecord v = registry::register_model_file(dir, a.register_name, r.model_path, ro);
+  std::printf("registered %s@%s in %s\n", v.name.c_str(), v.version.c_str(), dir.c_str());
+}
+
 int run(TrainArgs& a) {
+  if (!a.register_name.empty()) {
+    try {
+      registry::check_name(a.register_name);
+    } catch (const ValueError& e) {
+      throw UsageError(std::string("--register: ") + e.what());
+    }
+  }
   json flags = json::object();
   for (const auto& s : train::settings()) {
     CLI::Option* o = a.options.at(s.key);
@@ -71,9 +122,11 @@ int run(TrainArgs& a) {
     }
     to.overrides = json::object();
     const train::TrainResult r = train::train(c, to);
+    if (!r.interrupted && !a.register_name.empty()) register_run(a, r);
     return r.interrupted ? 130 : 0;
   }
   const train::TrainResult r = train::train(json::object(), to);
+  if (!r.interrupted && !a.register_name.empty()) register_run(a, r);
   return r.interrupted ? 130 : 0;
 }
 
@@ -113,6 +166,11 @@ Command train_command() {
             app.add_option("--max-steps", a->max_steps, "stop after N steps in this process, with a checkpoint (0: no limit)")
                 ->group("run");
             app.add_flag("--print-config", a->print_config, "print the resolved settings as JSON and exit")->group("run");
+            app.add_option("--register", a->register_name,
+                           "when training finishes, register the best model under NAME in the model registry")
+                ->group("run");
+            app.add_option("--registry", a->registry, "registry directory for --register (default $CXR_REGISTRY, else ./registry)")
+                ->group("run");
             return [a] { return run(*a); };
           }};
 }

@@ -43,8 +43,9 @@ Command infer_command();
 Command train_command();
 Command gradcam_command();
 Command bench_command();
+Command registry_command();
 
 // Every command, in the order `cxr --help` lists them.
-inline std::vector<Command> all_commands() { return {synth_command(), train_command(), infer_command(), eval_command(), gradcam_command(), validate_command(), bench_command(), version_command()}; }
+inline std::vector<Command> all_commands() { return {synth_command(), train_command(), infer_command(), eval_command(), gradcam_command(), validate_command(), registry_command(), bench_command(), version_command()}; }
 
 }  // namespace cxr::cli
