@@ -32,6 +32,9 @@ export PKG_CONFIG_PATH="$PREFIX/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PAT
 pkg-config --exists cxr || { echo "test_install: pkg-config cannot find cxr" >&2; exit 1; }
 static=""
 [ -e "$PREFIX/lib/libcxr.a" ] && static="--static"
+# A shared libcxr outside the loader's search path: point the loader at the prefix, as an
+# application installed there would with an rpath or ldconfig.
+[ -e "$PREFIX/lib/libcxr.so" ] && export LD_LIBRARY_PATH="$PREFIX/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 c++ -std=c++20 -O1 "$ROOT/tests/consumer/consumer.cpp" -o "$WORK/pc_cpp" $(pkg-config --cflags --libs $static cxr)
 cc -O1 -c "$ROOT/tests/consumer/consumer.c" -o "$WORK/consumer_c.o" $(pkg-config --cflags cxr)
 c++ "$WORK/consumer_c.o" -o "$WORK/pc_c" $(pkg-config --libs $static cxr)
