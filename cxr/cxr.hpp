@@ -95,6 +95,10 @@ class Model {
 std::vector<float> preprocess(const data::Image& image, int channels, int height, int width,
                               const std::vector<double>& mean, const std::vector<double>& stddev);
 
+// The overlays' jet-like colour map: dark blue, blue, cyan, yellow, red, dark red as v
+// goes 0 -> 1 (v in [0, 1]).
+void jet_colour(float v, float rgb[3]);
+
 // `heat` (values in [0, 1], map_h x map_w) resized bilinearly to the image's size and
 // blended in a jet-like colour map over the image in grayscale: an RGB image.
 data::Image heatmap_overlay(const data::Image& image, const std::vector<float>& heat, int map_h, int map_w,

@@ -74,6 +74,13 @@ std::vector<float> preprocess(const data::Image& image, int channels, int height
   return out;
 }
 
+void jet_colour(float v, float rgb[3]) {
+  auto ramp = [](float t) { return std::clamp(1.5f - std::fabs(t), 0.0f, 1.0f); };
+  rgb[0] = ramp(4.0f * v - 3.0f);
+  rgb[1] = ramp(4.0f * v - 2.0f);
+  rgb[2] = ramp(4.0f * v - 1.0f);
+}
+
 data::Image heatmap_overlay(const data::Image& image, const std::vector<float>& heat, int map_h, int map_w, float alpha) {
   if (map_h < 1 || map_w < 1 || heat.size() != static_cast<size_t>(map_h) * map_w)
     throw ValueError("heatmap_overlay: the map has " + std::to_string(heat.size()) + " values, expected " +
@@ -85,10 +92,10 @@ data::Image heatmap_overlay(const data::Image& image, const std::vector<float>& 
   const data::Image gray = data::convert_channels(image, 1);
   data::Image out(3, image.height, image.width);
   const size_t n = static_cast<size_t>(image.height) * image.width;
-  auto ramp = [](float t) { return std::clamp(1.5f - std::fabs(t), 0.0f, 1.0f); };
   for (size_t i = 0; i < n; ++i) {
     const float v = std::clamp(hm.data[i], 0.0f, 1.0f), g = std::clamp(gray.data[i], 0.0f, 1.0f);
-    const float rgb[3] = {ramp(4.0f * v - 3.0f), ramp(4.0f * v - 2.0f), ramp(4.0f * v - 1.0f)};  // jet-like
+    float rgb[3];
+    jet_colour(v, rgb);
     for (int c = 0; c < 3; ++c) out.data[c * n + i] = (1.0f - alpha) * g + alpha * rgb[c];
   }
   return out;

@@ -24,6 +24,7 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include "cxr/cxr.hpp"
 #include "data/dataset.h"
 #include "data/image.h"
 #include "data/transforms.h"
@@ -147,21 +148,13 @@ class MaskIndex {
   std::map<std::string, std::vector<std::string>> by_name_, by_stem_;
 };
 
-// A jet-like colour map: dark blue, blue, cyan, yellow, red, dark red as v goes 0 -> 1.
-void jet(float v, float rgb[3]) {
-  auto ramp = [](float t) { return std::clamp(1.5f - std::fabs(t), 0.0f, 1.0f); };
-  rgb[0] = ramp(4.0f * v - 3.0f);
-  rgb[1] = ramp(4.0f * v - 2.0f);
-  rgb[2] = ramp(4.0f * v - 1.0f);
-}
-
 // The grayscale image (1 channel) with the heat map (same size) blended over it.
 data::Image overlay(const data::Image& gray, const data::Image& heat, float alpha) {
   data::Image out(3, gray.height, gray.width);
   const size_t n = gray.plane_size();
   for (size_t i = 0; i < n; ++i) {
     float c[3];
-    jet(std::clamp(heat.data[i], 0.0f, 1.0f), c);
+    jet_colour(std::clamp(heat.data[i], 0.0f, 1.0f), c);
     const float g = std::clamp(gray.data[i], 0.0f, 1.0f);
     for (int ch = 0; ch < 3; ++ch) out.data[ch * n + i] = (1.0f - alpha) * g + alpha * c[ch];
   }

@@ -673,8 +673,8 @@ TrainResult train(const json& config_in, const TrainOptions& opts) {
   };
 
   Progress progress(opts.progress, epochs);
-  const bool say = true;  // epoch summaries always go to stdout; --progress governs the bar
-  if (say) {
+  // Epoch summaries always go to stdout; --progress governs only the bar.
+  {
     std::printf("training %s (%lld parameters) on %s: %lld train / %lld val images, %lld classes, %lld epochs of %lld steps%s\n",
                 model_name.c_str(), static_cast<long long>(model->num_parameters()), device.str().c_str(),
                 static_cast<long long>(d.train.size()), static_cast<long long>(d.val.size()), static_cast<long long>(K),
@@ -693,6 +693,7 @@ TrainResult train(const json& config_in, const TrainOptions& opts) {
   const int64_t ckpt_every = c.at("checkpoint_every").get<int64_t>();
   int64_t steps_here = 0;
   const std::vector<Tensor> params = model->parameters();
+  const double clip_grad = c.at("clip_grad").get<double>();
 
   while (st.epoch < epochs && !st.stopped_early) {
     const int64_t e = st.epoch;
@@ -707,7 +708,7 @@ TrainResult train(const json& config_in, const TrainOptions& opts) {
       Tensor logits = model->forward(batch.images);
       Tensor loss = nn::cross_entropy(logits, batch.labels, ce);
       nn::backward(loss);
-      if (c.at("clip_grad").get<double>() > 0) nn::clip_grad_norm(params, c.at("clip_grad").get<double>());
+      if (clip_grad > 0) nn::clip_grad_norm(params, clip_grad);
       opt->step();
       if (sched) sched->step();
       const int64_t m = logits.shape()[0];
@@ -737,8 +738,7 @@ TrainResult train(const json& config_in, const TrainOptions& opts) {
     progress.clear();
     if (stop) {
       res.interrupted = true;
-      if (say)
-        std::printf("stopped at epoch %lld, batch %lld; checkpoint written. Continue with: cxr train --resume %s\n",
+      std::printf("stopped at epoch %lld, batch %lld; checkpoint written. Continue with: cxr train --resume %s\n",
                     static_cast<long long>(e + 1), static_cast<long long>(st.batch), run.string().c_str());
       break;
     }
@@ -782,7 +782,7 @@ TrainResult train(const json& config_in, const TrainOptions& opts) {
     }
     save_checkpoint((ckdir / "last.ckpt").string());
     write_history_csv((run / "history.csv").string(), st.history);
-    if (say) {
+    {
       std::printf("epoch %lld/%lld  train loss %s acc %s  val loss %s acc %s auc %s  lr %.2e  %.1f s%s%s\n",
                   static_cast<long long>(e + 1), static_cast<long long>(epochs),
                   fmt("%.4f", row["train_loss"].get<double>()).c_str(), fmt("%.3f", row["train_accuracy"].get<double>()).c_str(),
@@ -867,7 +867,7 @@ TrainResult train(const json& config_in, const TrainOptions& opts) {
   doc.evaluation(vr, "Validation set, best model (epoch " + std::to_string(st.best_epoch) + ")");
   if (tr) doc.evaluation(*tr, "Test set, best model");
   doc.write(res.report_path);
-  if (say) {
+  {
     std::printf("best %s %s at epoch %lld; val accuracy %s, AUC %s", monitor.c_str(), fmt("%.4f", st.best).c_str(),
                 static_cast<long long>(st.best_epoch), fmt("%.4f", bv.accuracy).c_str(), fmt("%.4f", bv.auc).c_str());
     if (tr) {
