@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "runtime/thread_pool.h"
 
@@ -30,8 +31,28 @@ struct Conv2dShape {
   }
 };
 
+// Weights in the layout of the CPU's packed float GEMM, per group. Packing costs a read
+// and a write of the weights, which inference pays once per model instead of once per
+// call when the caller keeps this (nn::Conv2d does, keyed on the weight's version).
+struct PackedConvWeights {
+  int64_t K = 0, Cg = 0, R = 0, S = 0, groups = 0;
+  size_t per_group = 0;  // floats per group
+  std::vector<float> data;
+  bool matches(const Conv2dShape& s) const {
+    return K == s.K && Cg == s.C / s.groups && R == s.R && S == s.S && groups == s.groups;
+  }
+};
+// True when the float forward of `s` runs on the packed GEMM (CPUs with AVX2 and FMA,
+// not depthwise, at least 8 output channels per group); conv2d_pack_weights then fills
+// `out` from w (K, C/groups, R, S) and returns true, else leaves it empty and returns false.
+bool conv2d_uses_packed_weights(const Conv2dShape& s);
+bool conv2d_pack_weights(const Conv2dShape& s, const float* w, PackedConvWeights& out);
+
+// `packed`, when given, must come from conv2d_pack_weights for the same shape and the
+// current contents of w (float only; ignored for double).
 template <typename T>
-void conv2d_forward(ThreadPool& pool, const Conv2dShape& s, const T* x, const T* w, const T* b, T* y);
+void conv2d_forward(ThreadPool& pool, const Conv2dShape& s, const T* x, const T* w, const T* b, T* y,
+                    const PackedConvWeights* packed = nullptr);
 template <typename T>
 void conv2d_backward_data(ThreadPool& pool, const Conv2dShape& s, const T* dy, const T* w, T* dx);
 template <typename T>

@@ -24,13 +24,20 @@ void gemm(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, T alpha, const T*
 bool sgemm_avx2(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
                 const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
 // A packed once and reused by many products with the same A (conv weights across
-// tiles): sgemm_pack_a fills sgemm_packed_a_floats(M, K) floats; only valid when
-// sgemm_avx2_available().
+// tiles and calls): sgemm_pack_a fills sgemm_packed_a_floats(M, K) floats; only valid
+// when sgemm_avx2_available().
 bool sgemm_avx2_available();
 size_t sgemm_packed_a_floats(int64_t M, int64_t K);
 void sgemm_pack_a(Trans ta, int64_t M, int64_t K, const float* A, int64_t lda, float* dst);
-void sgemm_avx2_prepacked(int64_t M, int64_t N, int64_t K, float alpha, const float* packed_a, Trans tb,
-                          const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+// Both operands packed (AVX2/FMA only): C[m0:m1, 0:N] = A (M x K) * B (K x N), C
+// overwritten. A from sgemm_pack_a; B written row by row with sgemm_pack_b_row into
+// sgemm_packed_b_floats(K, N) floats (rows may be written in any order, by several
+// threads). m0 must be a multiple of sgemm_panel_rows(), so threads can split M.
+int64_t sgemm_panel_rows();
+size_t sgemm_packed_b_floats(int64_t K, int64_t N);
+void sgemm_pack_b_row(int64_t K, int64_t N, int64_t k, const float* row, float* dst);
+void sgemm_avx2_packed_ab(int64_t M, int64_t N, int64_t K, const float* packed_a, const float* packed_b, int64_t m0,
+                          int64_t m1, float* C, int64_t ldc);
 // Eigen's GEMM, the portable path (and the double-precision one).
 template <typename T>
 void gemm_eigen(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,

@@ -4,6 +4,7 @@
 //   P = (H + 2*ph - kh) / sh + 1, Q likewise.
 // max_pool2d: padded positions never win; `argmax` (N*C*P*Q) records the flat h*W+w
 //   index of the winner inside its plane (first one on ties) for the backward.
+//   argmax may be null (inference): only the values are computed.
 // avg_pool2d: divides by kh*kw (padding counted, PyTorch's count_include_pad=true).
 // global_avg_pool: (N, C, H, W) -> (N, C) means.
 // Backwards assign dx.

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "kernels/activation.h"
+#include "kernels/conv.h"
 #include "runtime/rng.h"
 #include "runtime/tensor.h"
 
@@ -54,6 +55,10 @@ struct Conv2dOptions {
 };
 // x (N, C, H, W), w (K, C/groups, R, S), b (K) or undefined -> (N, K, P, Q)
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dOptions& o = {});
+// The same with w already packed for the CPU GEMM (see cpu::conv2d_pack_weights); used
+// by forwards that record no gradient (nn::Conv2d keeps the packing between calls).
+Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dOptions& o,
+              const cpu::PackedConvWeights* packed);
 // x (N, in), w (out, in), b (out) or undefined -> (N, out) = x w^T + b
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b);
 // a (M, K), b (K, N) -> (M, N)

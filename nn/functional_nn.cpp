@@ -14,6 +14,11 @@ namespace cxr::nn {
 using namespace detail;
 
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dOptions& o) {
+  return conv2d(x, w, b, o, nullptr);
+}
+
+Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dOptions& o,
+              const cpu::PackedConvWeights* packed) {
   const char* op = "conv2d";
   check_input(op, x, "input");
   check_input(op, w, "weight");
@@ -42,7 +47,8 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dOpt
   }
   Tensor y = Tensor::empty({s.N, s.K, s.P(), s.Q()}, x.dtype(), x.device());
   on_device(x, op, [&]<typename T>() {
-    cpu::conv2d_forward<T>(pool(), s, x.data<T>(), w.data<T>(), b.defined() ? b.data<T>() : nullptr, y.data<T>());
+    cpu::conv2d_forward<T>(pool(), s, x.data<T>(), w.data<T>(), b.defined() ? b.data<T>() : nullptr, y.data<T>(),
+                           packed);
   }, [&](auto& c) {
     cuda::conv2d_forward(c, s, x.data<float>(), w.data<float>(), b.defined() ? b.data<float>() : nullptr,
                          y.data<float>());
@@ -201,11 +207,14 @@ cpu::Pool2dShape pool_shape(const char* op, const Tensor& x, const Pool2dOptions
 Tensor max_pool2d(const Tensor& x, const Pool2dOptions& o) {
   const cpu::Pool2dShape s = pool_shape("max_pool2d", x, o);
   Tensor y = Tensor::empty({s.N, s.C, s.P(), s.Q()}, x.dtype(), x.device());
-  Tensor idx = Tensor::empty(y.shape(), DType::i64, x.device());
+  // The winners' indices are kept only for a backward.
+  const bool record_grad = needs_record({&x});
+  Tensor idx = record_grad ? Tensor::empty(y.shape(), DType::i64, x.device()) : Tensor();
+  int64_t* ip = record_grad ? idx.data<int64_t>() : nullptr;
   on_device(x, "max_pool2d", [&]<typename T>() {
-    cpu::max_pool2d_forward<T>(pool(), s, x.data<T>(), y.data<T>(), idx.data<int64_t>());
-  }, [&](auto& c) { cuda::max_pool2d_forward(c, s, x.data<float>(), y.data<float>(), idx.data<int64_t>()); });
-  if (needs_record({&x})) {
+    cpu::max_pool2d_forward<T>(pool(), s, x.data<T>(), y.data<T>(), ip);
+  }, [&](auto& c) { cuda::max_pool2d_forward(c, s, x.data<float>(), y.data<float>(), ip); });
+  if (record_grad) {
     const Shape in = x.shape();
     record(y, "max_pool2d", {x}, [s, idx, in](const Tensor& g, std::vector<Tensor>& gi) {
       gi[0] = Tensor::empty(in, g.dtype(), g.device());
@@ -326,6 +335,10 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Ten
                                  invstd.data<float>());
     }
   });
+  if (training && running_mean.defined()) {
+    running_mean.bump_version();
+    running_var.bump_version();
+  }
   if (needs_record({&x, &weight, &bias})) {
     std::vector<Tensor> inputs = {x};
     const int wi = weight.defined() ? static_cast<int>(inputs.size()) : -1;

@@ -1,13 +1,15 @@
 #include "nn/layers.h"
 
 #include <cmath>
+#include <mutex>
 #include <sstream>
 
+#include "nn/autograd.h"
 #include "nn/init.h"
 
 namespace cxr::nn {
 
-Conv2d::Conv2d(const Conv2dConfig& c, Generator& gen) : cfg_(c) {
+Conv2d::Conv2d(const Conv2dConfig& c, Generator& gen) : cfg_(c), pack_(std::make_shared<PackCache>()) {
   CXR_CHECK(c.in_channels > 0 && c.out_channels > 0 && c.kernel > 0 && c.stride > 0 && c.dilation > 0 &&
                 c.groups > 0 && c.padding >= 0,
             "Conv2d: invalid configuration ", describe());
@@ -22,8 +24,42 @@ Conv2d::Conv2d(const Conv2dConfig& c, Generator& gen) : cfg_(c) {
   }
 }
 
+struct Conv2d::PackCache {
+  std::mutex mutex;
+  uint64_t version = 0;  // weight.version() the packing was made from
+  std::shared_ptr<const cpu::PackedConvWeights> packed;
+};
+
+std::shared_ptr<const cpu::PackedConvWeights> Conv2d::packed_weights() {
+  cpu::Conv2dShape s;
+  s.C = cfg_.in_channels;
+  s.K = cfg_.out_channels;
+  s.R = s.S = cfg_.kernel;
+  s.groups = cfg_.groups;
+  if (!weight.defined() || !weight.device().is_cpu() || weight.dtype() != DType::f32 ||
+      weight.shape() != Shape{s.K, s.C / s.groups, s.R, s.S} || !cpu::conv2d_uses_packed_weights(s))
+    return nullptr;
+  std::lock_guard<std::mutex> lock(pack_->mutex);
+  const uint64_t v = weight.version();
+  if (!pack_->packed || pack_->version != v) {
+    auto p = std::make_shared<cpu::PackedConvWeights>();
+    cpu::conv2d_pack_weights(s, weight.data<float>(), *p);
+    pack_->packed = std::move(p);
+    pack_->version = v;
+  }
+  return pack_->packed;
+}
+
 Tensor Conv2d::forward(const Tensor& x) {
   Conv2dOptions o = Conv2dOptions::make(cfg_.stride, cfg_.padding, cfg_.dilation, cfg_.groups);
+  if (!needs_record({&x, &weight, &bias})) {
+    if (x.defined() && x.device().is_cpu() && x.dtype() == DType::f32) {
+      if (auto packed = packed_weights()) return conv2d(x, weight, bias, o, packed.get());
+    }
+  } else {
+    std::lock_guard<std::mutex> lock(pack_->mutex);
+    pack_->packed.reset();
+  }
   return conv2d(x, weight, bias, o);
 }
 

@@ -27,7 +27,13 @@ class Conv2d : public Module {
   Tensor weight, bias;  // bias undefined when cfg.bias is false
 
  private:
+  // Forwards that record no gradient (inference, validation) on the CPU reuse the
+  // weights packed for the GEMM while weight.version() is unchanged; a recording
+  // forward (training) drops them. Safe for concurrent forwards.
+  struct PackCache;
+  std::shared_ptr<const cpu::PackedConvWeights> packed_weights();
   Conv2dConfig cfg_;
+  std::shared_ptr<PackCache> pack_;
 };
 
 // weight/bias (C) = 1/0; running_mean/var (C) = 0/1; num_batches_tracked i64 scalar.

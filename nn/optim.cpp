@@ -97,6 +97,7 @@ void SGD::step() {
       Tensor& buf = momentum_[gi][i];
       const bool first = !buf.defined();
       if (first && o_.momentum != 0) buf = Tensor::empty(p.shape(), p.dtype(), p.device());
+      p.bump_version();
       if (p.device().is_cuda()) {
         fused[{p.device().index, first}].push_back(
             {p.data<float>(), grad.data<float>(), buf.defined() ? buf.data<float>() : nullptr, p.numel()});
@@ -166,6 +167,7 @@ void Adam::step() {
         v_[gi][i] = Tensor::zeros(p.shape(), p.dtype(), p.device());
       }
       const int64_t t = ++t_[gi][i];
+      p.bump_version();
       if (p.device().is_cuda()) {
         fused[{p.device().index, t}].push_back(
             {p.data<float>(), grad.data<float>(), m_[gi][i].data<float>(), v_[gi][i].data<float>(), p.numel()});

@@ -51,6 +51,7 @@ void Generator::fill_uniform(Tensor& t, double lo, double hi) {
   dispatch_float(t.dtype(), "fill_uniform", [&]<typename T>() {
     fill_uniform_t(t.data<T>(), t.numel(), seed_, base, lo, hi);
   });
+  t.bump_version();
 }
 
 void Generator::fill_normal(Tensor& t, double mean, double stddev) {
@@ -59,6 +60,7 @@ void Generator::fill_normal(Tensor& t, double mean, double stddev) {
   dispatch_float(t.dtype(), "fill_normal", [&]<typename T>() {
     fill_normal_t(t.data<T>(), t.numel(), seed_, base, mean, stddev);
   });
+  t.bump_version();
 }
 
 Tensor rand_uniform(const Shape& shape, Generator& gen, double lo, double hi, DType dtype) {

@@ -133,6 +133,15 @@ HostCache& host_cache() {
 size_t host_cache_bytes() { return host_cache().cached(); }
 void empty_host_cache() { host_cache().clear(); }
 
+namespace {
+std::atomic<uint64_t> g_next_version{1};
+uint64_t next_version() { return g_next_version.fetch_add(1, std::memory_order_relaxed); }
+}  // namespace
+
+Storage::Storage() : version_(next_version()) {}
+
+void Storage::bump_version() const { version_.store(next_version(), std::memory_order_release); }
+
 std::shared_ptr<Storage> Storage::allocate(size_t bytes, Device device) {
   std::shared_ptr<Storage> s(new Storage());
   if (device.is_cuda()) {
@@ -339,10 +348,12 @@ void Tensor::copy_(const Tensor& src) {
   if (!nbytes() || raw_data() == src.raw_data()) return;
   if (device().is_cpu() && src.device().is_cpu()) std::memmove(raw_data(), src.raw_data(), nbytes());
   else cuda::copy_bytes(raw_data(), device(), src.raw_data(), src.device(), nbytes());
+  bump_version();
 }
 
 void Tensor::fill_(double value) {
   const int64_t n = numel();
+  bump_version();
   if (device().is_cuda()) {
     cuda::fill(raw_data(), dtype(), n, value, device().index);
     return;
@@ -352,6 +363,12 @@ void Tensor::fill_(double value) {
     case DType::f64: { double* p = data<double>(); for (int64_t i = 0; i < n; ++i) p[i] = value; break; }
     case DType::i64: { int64_t* p = data<int64_t>(); for (int64_t i = 0; i < n; ++i) p[i] = static_cast<int64_t>(value); break; }
   }
+}
+
+uint64_t Tensor::version() const { return defined() && impl_->storage ? impl_->storage->version() : 0; }
+
+void Tensor::bump_version() const {
+  if (defined() && impl_->storage) impl_->storage->bump_version();
 }
 
 bool Tensor::same_storage(const Tensor& o) const {

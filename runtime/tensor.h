@@ -6,6 +6,7 @@
 // can take part in a graph; the graph itself (Node, backward) is defined in nn/.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -56,13 +57,21 @@ class Storage {
   void* data() const { return ptr_; }
   size_t bytes() const { return bytes_; }
   Device device() const { return device_; }
+  // A number that changes whenever the engine writes this storage's contents (copy_,
+  // fill_, the random initialisers, optimizer updates, load_state_dict). Values are
+  // unique across all storages of the process, so (version) alone identifies
+  // one state of one block: caches derived from the data (packed convolution weights)
+  // are keyed on it. Code that writes through data<T>() itself calls bump_version().
+  uint64_t version() const { return version_.load(std::memory_order_acquire); }
+  void bump_version() const;
 
  private:
-  Storage() = default;
+  Storage();
   void* ptr_ = nullptr;
   size_t bytes_ = 0;
   size_t capacity_ = 0;  // bytes actually allocated (size class of the host cache)
   Device device_;
+  mutable std::atomic<uint64_t> version_;
 };
 
 // Host blocks of 256 KiB and more are kept in a cache by size class when freed and
@@ -127,6 +136,10 @@ class Tensor {
   void copy_(const Tensor& src);
   void fill_(double value);
   bool same_storage(const Tensor& other) const;
+  // The storage's version (see Storage::version); 0 for an undefined tensor.
+  uint64_t version() const;
+  // Marks the data as changed; call after writing it through data<T>().
+  void bump_version() const;
 
   // ---- autograd state ----
   bool requires_grad() const;

@@ -1,6 +1,7 @@
 #include "runtime/thread_pool.h"
 
 #include <algorithm>
+#include <chrono>
 
 namespace cxr {
 
@@ -19,9 +20,35 @@ struct ThreadPool::Job {
   const std::function<void(int64_t, int64_t, int64_t)>* fn = nullptr;
   int64_t n = 0, chunks = 0;
   std::atomic<int64_t> next{0};
-  int64_t done = 0;  // guarded by the pool mutex
-  std::exception_ptr error;
+  std::atomic<int64_t> done{0};
+  std::exception_ptr error;  // guarded by the pool mutex
 };
+
+namespace {
+// Parallel regions come back to back (a forward pass is ~100 of them), and waking a
+// sleeping thread through the kernel costs tens of microseconds, so a thread that runs
+// out of work first polls for a while: about this long, then sleeps.
+constexpr auto kSpin = std::chrono::microseconds(50);
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+// Polls `ready` for up to kSpin; true once it holds.
+template <typename F>
+bool spin_until(F&& ready) {
+  const auto until = std::chrono::steady_clock::now() + kSpin;
+  for (int i = 0;; ++i) {
+    if (ready()) return true;
+    cpu_relax();
+    if ((i & 63) == 63 && std::chrono::steady_clock::now() >= until) return ready();
+  }
+}
+}  // namespace
 
 ThreadPool::ThreadPool(int num_threads) { start(num_threads <= 0 ? hardware_threads() : num_threads); }
 
@@ -70,9 +97,15 @@ void ThreadPool::run_chunks(Job& job) {
     } catch (...) {
       err = std::current_exception();
     }
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (err && !job.error) job.error = err;
-    if (++job.done == job.chunks) cv_done_.notify_all();
+    if (err) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (!job.error) job.error = err;
+    }
+    if (job.done.fetch_add(1, std::memory_order_acq_rel) + 1 == job.chunks) {
+      // Under the mutex, so a caller between its check and its wait cannot miss this.
+      std::lock_guard<std::mutex> lock(mutex_);
+      cv_done_.notify_all();
+    }
   }
 }
 
@@ -81,11 +114,12 @@ void ThreadPool::worker_loop() {
   uint64_t seen = 0;
   for (;;) {
     std::shared_ptr<Job> job;
+    spin_until([&] { return generation_.load(std::memory_order_acquire) != seen; });
     {
       std::unique_lock<std::mutex> lock(mutex_);
-      cv_work_.wait(lock, [&] { return stopping_ || generation_ != seen; });
+      cv_work_.wait(lock, [&] { return stopping_ || generation_.load() != seen; });
       if (stopping_) return;
-      seen = generation_;
+      seen = generation_.load();
       job = job_;
     }
     if (job) run_chunks(*job);
@@ -128,9 +162,10 @@ void ThreadPool::run(int64_t n, int64_t chunks, const std::function<void(int64_t
   run_chunks(*job);
   t_in_parallel_region = false;
   std::exception_ptr err;
+  spin_until([&] { return job->done.load(std::memory_order_acquire) == job->chunks; });
   {
     std::unique_lock<std::mutex> lock(mutex_);
-    cv_done_.wait(lock, [&] { return job->done == job->chunks; });
+    cv_done_.wait(lock, [&] { return job->done.load() == job->chunks; });
     job_.reset();
     err = job->error;
   }

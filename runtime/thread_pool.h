@@ -60,7 +60,7 @@ class ThreadPool {
   std::mutex run_mutex_;  // one parallel region at a time
   std::mutex mutex_;
   std::condition_variable cv_work_, cv_done_;
-  uint64_t generation_ = 0;
+  std::atomic<uint64_t> generation_{0};  // written under mutex_, read by spinning workers
   bool stopping_ = false;
   std::shared_ptr<Job> job_;  // the current parallel region, shared with the workers
 };

@@ -8,6 +8,7 @@
 #include <map>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "nn/autograd.h"
@@ -15,6 +16,7 @@
 #include "nn/functional.h"
 #include "nn/layers.h"
 #include "nn/module.h"
+#include "nn/optim.h"
 #include "nn/zoo.h"
 #include "runtime/rng.h"
 
@@ -635,6 +637,99 @@ TEST(Layers, ConfigurationErrors) {
   EXPECT_FALSE(lin.bias.defined());
   EXPECT_EQ(lin.named_parameters().size(), 1u);
   EXPECT_EQ(lin(Tensor::zeros({2, 4})).shape(), (Shape{2, 3}));
+}
+
+// Forwards that record no gradient reuse the conv weights packed for the GEMM; every
+// way the engine changes the weights must be seen by the next such forward.
+TEST(Conv2d, InferencePackingFollowsWeightChanges) {
+  Generator gen(3);
+  nn::Conv2dConfig cfg;
+  cfg.in_channels = 16;
+  cfg.out_channels = 32;
+  cfg.kernel = 3;
+  cfg.padding = 1;
+  auto conv = std::make_shared<nn::Conv2d>(cfg, gen);
+  Generator g(4);
+  const Tensor x = rand_normal({2, 16, 9, 9}, g, 0.0, 1.0, DType::f32);
+  const auto o = nn::Conv2dOptions::make(1, 1);
+  auto cached = [&] {
+    nn::NoGradGuard ng;
+    return conv->forward(x).to_vector();
+  };
+  auto fresh = [&] {  // the functional form keeps nothing between calls
+    nn::NoGradGuard ng;
+    return nn::conv2d(x, conv->weight, conv->bias, o).to_vector();
+  };
+  const auto y0 = cached();
+  EXPECT_EQ(y0, fresh());
+  EXPECT_EQ(cached(), y0);  // the kept packing gives the same values
+
+  // copy_ (what load_state_dict does)
+  conv->weight.copy_(rand_normal(conv->weight.shape(), g, 0.0, 0.1, DType::f32));
+  const auto y1 = cached();
+  EXPECT_NE(y1, y0);
+  EXPECT_EQ(y1, fresh());
+
+  // fill_
+  conv->weight.fill_(0.01);
+  EXPECT_EQ(cached(), fresh());
+
+  // an optimizer step after a recording forward and backward
+  conv->weight.copy_(rand_normal(conv->weight.shape(), g, 0.0, 0.1, DType::f32));
+  const auto before = cached();
+  nn::SgdOptions so;
+  so.lr = 0.1;
+  nn::SGD sgd(*conv, so);
+  nn::backward(nn::sum(conv->forward(x)));
+  sgd.step();
+  const auto after = cached();
+  EXPECT_NE(after, before);
+  EXPECT_EQ(after, fresh());
+
+  // load_state_dict from another layer, and a random re-initialisation
+  Generator gen2(9);
+  nn::Conv2d other(cfg, gen2);
+  conv->load_state_dict(other.state_dict());
+  EXPECT_EQ(cached(), fresh());
+  gen2.fill_normal(conv->weight, 0.0, 0.2);
+  EXPECT_EQ(cached(), fresh());
+
+  // a round trip through f64 replaces the storage
+  conv->to(DType::f64);
+  conv->to(DType::f32);
+  EXPECT_EQ(cached(), fresh());
+
+  // a write through the raw pointer is seen once announced with bump_version()
+  conv->weight.data<float>()[0] += 1.0f;
+  conv->weight.bump_version();
+  EXPECT_EQ(cached(), fresh());
+}
+
+TEST(Conv2d, ConcurrentInferenceForwardsAgree) {
+  Generator gen(5);
+  nn::Conv2dConfig cfg;
+  cfg.in_channels = 24;
+  cfg.out_channels = 40;
+  cfg.kernel = 3;
+  cfg.padding = 1;
+  auto conv = std::make_shared<nn::Conv2d>(cfg, gen);
+  Generator g(6);
+  const Tensor x = rand_normal({1, 24, 12, 12}, g, 0.0, 1.0, DType::f32);
+  std::vector<double> want;
+  {
+    nn::NoGradGuard ng;
+    want = nn::conv2d(x, conv->weight, conv->bias, nn::Conv2dOptions::make(1, 1)).to_vector();
+  }
+  // The packing is made by whichever thread comes first, while others wait for it.
+  std::vector<std::vector<double>> got(8);
+  std::vector<std::thread> threads;
+  for (size_t t = 0; t < got.size(); ++t)
+    threads.emplace_back([&, t] {
+      nn::NoGradGuard ng;
+      for (int i = 0; i < 5; ++i) got[t] = conv->forward(x).to_vector();
+    });
+  for (auto& th : threads) th.join();
+  for (const auto& y : got) EXPECT_EQ(y, want);
 }
 
 }  // namespace

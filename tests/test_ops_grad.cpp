@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "gradcheck.h"
+#include "kernels/conv.h"
 #include "kernels/gemm.h"
 #include "nn/autograd.h"
 #include "nn/functional.h"
@@ -939,6 +940,53 @@ std::vector<double> pool_ref(const Tensor& x, const nn::Pool2dOptions& o, PoolKi
   return y;
 }
 
+// The float forward on the packed GEMM (AVX2/FMA CPUs): the im2col block written
+// straight into the GEMM's panels, by one thread per tile or, with fewer tiles than
+// threads, by all threads for a shared tile; weights packed per call or ahead of time.
+// Shapes: several K blocks (C*R*S > 256), output channels not a multiple of the
+// 6-row panel, column counts not a multiple of 16, strided stems, 1x1 convolutions
+// packed straight from x, groups and multi-image tiles.
+const std::vector<ConvCase> kPackedConvCases = {
+    {"one_image_small_map", 1, 40, 9, 9, 20, 3, 3, {1, 1, 1, 1, 1, 1, 1}, true},
+    {"stem_like_7x7_stride2", 1, 1, 61, 59, 16, 7, 7, {2, 2, 3, 3, 1, 1, 1}, false},
+    {"pixel_tiles_one_image", 1, 8, 70, 66, 16, 3, 3, {1, 1, 1, 1, 1, 1, 1}, true},
+    {"large_map_stride2", 1, 3, 150, 150, 8, 3, 3, {2, 2, 1, 1, 1, 1, 1}, true},
+    {"pointwise_one_image", 1, 300, 7, 7, 24, 1, 1, {1, 1, 0, 0, 1, 1, 1}, true},
+    {"pointwise_multi_image", 6, 32, 5, 5, 16, 1, 1, {1, 1, 0, 0, 1, 1, 1}, false},
+    {"multi_image_groups2", 5, 16, 6, 6, 16, 3, 3, {1, 1, 1, 1, 1, 1, 2}, true},
+    {"downsample_1x1_stride2", 1, 64, 14, 14, 128, 1, 1, {2, 2, 0, 0, 1, 1, 1}, false},
+    {"late_stage_7x7", 1, 288, 7, 7, 38, 3, 3, {1, 1, 1, 1, 1, 1, 1}, true},
+};
+
+TEST(Conv2d, PackedF32PathMatchesDefinitionForAnyThreadCount) {
+  for (const ConvCase& c : kPackedConvCases) {
+    SCOPED_TRACE(c.name);
+    const ConvInputs in = conv_inputs(c, 100);
+    const Tensor x = in.x.to(DType::f32), w = in.w.to(DType::f32), b = c.bias ? in.b.to(DType::f32) : Tensor();
+    // The definition in f64 on the f32-rounded values.
+    const std::vector<double> want = conv_ref(x.to(DType::f64), w.to(DType::f64), c.bias ? b.to(DType::f64) : Tensor(), c.o);
+    cpu::Conv2dShape s;
+    s.N = c.N; s.C = c.C; s.H = c.H; s.W = c.W; s.K = c.K; s.R = c.R; s.S = c.S;
+    s.stride_h = c.o.stride_h; s.stride_w = c.o.stride_w; s.pad_h = c.o.pad_h; s.pad_w = c.o.pad_w;
+    s.dil_h = c.o.dil_h; s.dil_w = c.o.dil_w; s.groups = c.o.groups;
+    cpu::PackedConvWeights packed;
+    const bool uses = cpu::conv2d_pack_weights(s, w.data<float>(), packed);
+    EXPECT_EQ(uses, cpu::sgemm_avx2_available());
+    std::vector<std::vector<double>> runs;
+    for (int threads : {1, 2, 3, 4})
+      with_threads(threads, [&] {
+        const std::string what = std::string(c.name) + " threads " + std::to_string(threads);
+        nn::NoGradGuard ng;
+        const Tensor y = nn::conv2d(x, w, b, c.o);
+        expect_values(y, want, 2e-5, what);
+        runs.push_back(y.to_vector());
+        if (uses) runs.push_back(nn::conv2d(x, w, b, c.o, &packed).to_vector());
+      });
+    // Bit-identical whatever the thread count, and with the weights packed ahead.
+    for (size_t i = 1; i < runs.size(); ++i) EXPECT_EQ(runs[i], runs[0]) << "run " << i;
+  }
+}
+
 struct PoolCase {
   const char* name;
   Shape x;
@@ -962,6 +1010,40 @@ TEST(Pool, MaxForwardMatchesReference) {
   // Padding never wins, even when every real value is negative.
   const Tensor neg = Tensor::full({1, 1, 2, 2}, -5.0, DType::f64);
   for (double v : nn::max_pool2d(neg, nn::Pool2dOptions::make(2, 1, 1)).to_vector()) EXPECT_EQ(v, -5.0);
+}
+
+// Without a gradient to record, max pooling keeps no argmax and takes a separable
+// path; its values must equal the recording path's, NaN and -inf included.
+TEST(Pool, MaxWithoutArgmaxEqualsRecordingPath) {
+  const std::vector<PoolCase> cases = {
+      {"stem_k3s2p1", {1, 3, 112, 112}, {3, 3, 2, 2, 1, 1}}, {"k3s2p1_odd", {2, 2, 9, 7}, {3, 3, 2, 2, 1, 1}},
+      {"k2s2", {1, 2, 6, 7}, {2, 2, 2, 2, 0, 0}},           {"rect_k2x3", {1, 2, 5, 7}, {2, 3, 1, 2, 1, 1}},
+      {"k5s1p2", {1, 1, 6, 6}, {5, 5, 1, 1, 2, 2}},         {"k3s3", {1, 3, 7, 8}, {3, 3, 3, 3, 0, 0}},
+  };
+  const double nan = std::numeric_limits<double>::quiet_NaN(), inf = std::numeric_limits<double>::infinity();
+  for (const PoolCase& c : cases)
+    for (DType dt : {DType::f64, DType::f32}) {
+      SCOPED_TRACE(std::string(c.name) + (dt == DType::f32 ? " f32" : " f64"));
+      Tensor x = normal(c.x, 160);
+      double* p = x.data<double>();
+      for (int64_t i = 0; i < x.numel(); i += 37) p[i] = nan;
+      for (int64_t i = 5; i < x.numel(); i += 41) p[i] = -inf;
+      for (int64_t i = 11; i < x.numel(); i += 29) p[i] = 0.0;  // ties: first maximum wins either way
+      x = x.to(dt);
+      std::vector<double> plain;
+      {
+        nn::NoGradGuard ng;
+        plain = nn::max_pool2d(x, c.o).to_vector();
+      }
+      Tensor xr = x.clone();
+      xr.set_requires_grad(true);
+      const std::vector<double> rec = nn::max_pool2d(xr, c.o).to_vector();
+      ASSERT_EQ(plain.size(), rec.size());
+      for (size_t i = 0; i < rec.size(); ++i) {
+        if (std::isnan(rec[i])) EXPECT_TRUE(std::isnan(plain[i])) << i;
+        else EXPECT_EQ(plain[i], rec[i]) << i;
+      }
+    }
 }
 
 TEST(Pool, AvgForwardMatchesReference) {

@@ -296,5 +296,25 @@ TEST(Device, ParseRejectsBadStrings) {
   expect_error([] { Device::parse("cuda:99999999999999999999"); }, {"cuda:99999999999999999999"});
 }
 
+TEST(Tensor, VersionChangesWithEveryWriteAndIsUniqueAcrossStorages) {
+  Tensor a = Tensor::zeros({4}), b = Tensor::zeros({4});
+  EXPECT_NE(a.version(), 0u);
+  EXPECT_NE(a.version(), b.version());
+  const Tensor view = a.view({2, 2});
+  EXPECT_EQ(view.version(), a.version());  // one storage, one version
+  const uint64_t v0 = a.version();
+  a.copy_(Tensor::ones({4}));
+  const uint64_t v1 = a.version();
+  EXPECT_NE(v1, v0);
+  EXPECT_EQ(view.version(), v1);
+  a.fill_(2.0);
+  EXPECT_NE(a.version(), v1);
+  const uint64_t v2 = a.version();
+  a.bump_version();
+  EXPECT_NE(a.version(), v2);
+  EXPECT_EQ(b.version(), b.version());
+  EXPECT_EQ(Tensor().version(), 0u);
+}
+
 }  // namespace
 }  // namespace cxr

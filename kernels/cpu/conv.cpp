@@ -2,7 +2,9 @@
 // for depthwise convolutions (one input channel per group), where a GEMM of depth
 // R*S would waste most of its time on packing.
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <type_traits>
 #include <vector>
 
@@ -131,13 +133,17 @@ struct Tile {
   int64_t cols() const { return nimg * npix; }
 };
 
-std::vector<Tile> make_tiles(const Conv2dShape& s, int64_t CRS) {
+// `threads` > 1 (forward only) rounds a small number of per-image tiles up to a multiple
+// of the thread count, so that a batch of one image keeps every thread busy; the
+// forward's results do not depend on the tiling.
+std::vector<Tile> make_tiles(const Conv2dShape& s, int64_t CRS, int64_t threads = 1) {
   const int64_t PQ = s.P() * s.Q();
   // ~1 MiB of float im2col rows per tile, at least 256 columns for GEMM efficiency.
   int64_t target = std::max<int64_t>(256, (262144 / std::max<int64_t>(CRS, 1)) / 16 * 16);
   std::vector<Tile> tiles;
   if (PQ >= target) {
-    const int64_t per = (PQ + target - 1) / target;  // tiles per image, balanced
+    int64_t per = (PQ + target - 1) / target;  // tiles per image, balanced
+    while (threads > 1 && (s.N * per) % threads != 0 && s.N * per < 8 * threads && per < PQ / 16) ++per;
     for (int64_t n = 0; n < s.N; ++n)
       for (int64_t i = 0; i < per; ++i) {
         const int64_t a = i * PQ / per, b = (i + 1) * PQ / per;
@@ -221,41 +227,160 @@ void dw_forward_plane(const Conv2dShape& s, const T* xc, const T* wk, T bias, T*
 
 }  // namespace
 
-// out (Kg x cols) = W_g (Kg x CRS) * B for every tile: in float on AVX2 machines the
-// weights are packed for the GEMM once per call instead of once per tile.
-template <typename T>
-class WeightGemm {
- public:
-  WeightGemm(const T* w, int64_t G, int64_t Kg, int64_t CRS, bool enable) : w_(w), Kg_(Kg), CRS_(CRS) {
-    if constexpr (std::is_same_v<T, float>) {
-      if (enable && sgemm_avx2_available() && Kg >= 8) {
-        per_group_ = sgemm_packed_a_floats(Kg, CRS);
-        packed_.resize(per_group_ * G);
-        for (int64_t g = 0; g < G; ++g) sgemm_pack_a(Trans::no, Kg, CRS, w + g * Kg * CRS, CRS, packed_.data() + g * per_group_);
+bool conv2d_uses_packed_weights(const Conv2dShape& s) {
+  return sgemm_avx2_available() && !is_depthwise(s) && s.K / s.groups >= 8;
+}
+
+bool conv2d_pack_weights(const Conv2dShape& s, const float* w, PackedConvWeights& out) {
+  out = PackedConvWeights{};
+  if (!conv2d_uses_packed_weights(s)) return false;
+  const int64_t G = s.groups, Kg = s.K / G, CRS = s.C / G * s.R * s.S;
+  out.K = s.K;
+  out.Cg = s.C / G;
+  out.R = s.R;
+  out.S = s.S;
+  out.groups = G;
+  out.per_group = sgemm_packed_a_floats(Kg, CRS);
+  out.data.resize(out.per_group * G);
+  for (int64_t g = 0; g < G; ++g) sgemm_pack_a(Trans::no, Kg, CRS, w + g * Kg * CRS, CRS, out.data.data() + g * out.per_group);
+  return true;
+}
+
+namespace {
+
+// A per-thread scratch block that grows and is never value-initialised (the packed-GEMM
+// forward overwrites everything it reads).
+float* scratch(int slot, size_t floats) {
+  struct Free {
+    void operator()(float* p) const { std::free(p); }
+  };
+  thread_local std::unique_ptr<float, Free> bufs[3];
+  thread_local size_t sizes[3] = {0, 0, 0};
+  if (sizes[slot] < floats) {
+    bufs[slot].reset(static_cast<float*>(std::aligned_alloc(64, (floats * sizeof(float) + 63) / 64 * 64)));
+    if (!bufs[slot]) throw std::bad_alloc();
+    sizes[slot] = floats;
+  }
+  return bufs[slot].get();
+}
+
+// Writes the R*S packed-B rows of input channel c (within group g) for a tile: im2col
+// of that channel into `rows` (R*S x cols), then scattered into the GEMM's panels; a
+// 1x1 stride-1 convolution over one image packs straight from x.
+void pack_channel(const Conv2dShape& s, const float* x, const Tile& tl, int64_t g, int64_t c, bool pointwise,
+                  float* pb) {
+  const int64_t Cg = s.C / s.groups, RS = s.R * s.S, HW = s.H * s.W, CRS = Cg * RS, cols = tl.cols();
+  const int64_t ch = g * Cg + c;
+  if (pointwise && tl.nimg == 1) {
+    sgemm_pack_b_row(CRS, cols, c, x + (tl.n0 * s.C + ch) * HW + tl.pix0, pb);
+    return;
+  }
+  float* rows = scratch(0, static_cast<size_t>(RS * cols));
+  for (int64_t i = 0; i < tl.nimg; ++i)
+    im2col(s, x + (tl.n0 + i) * s.C * HW, ch, 1, tl.pix0, tl.npix, rows + i * tl.npix, cols);
+  for (int64_t r = 0; r < RS; ++r) sgemm_pack_b_row(CRS, cols, c * RS + r, rows + r * cols, pb);
+}
+
+// Bias and, for a tile of several images, the scatter of out (Kg x cols) into y, for
+// output channels [k0, k1) of group g.
+void conv_epilogue(const Conv2dShape& s, const Tile& tl, int64_t g, const float* out, const float* b, int64_t k0,
+                   int64_t k1, float* y) {
+  const int64_t Kg = s.K / s.groups, PQ = s.P() * s.Q(), cols = tl.cols();
+  for (int64_t i = 0; i < tl.nimg; ++i)
+    for (int64_t k = k0; k < k1; ++k) {
+      float* yrow = y + ((tl.n0 + i) * s.K + g * Kg + k) * PQ + tl.pix0;
+      const float bv = b ? b[g * Kg + k] : 0.0f;
+      if (tl.nimg > 1) {
+        const float* orow = out + k * cols + i * tl.npix;
+        for (int64_t j = 0; j < tl.npix; ++j) yrow[j] = orow[j] + bv;
+      } else if (b) {
+        for (int64_t j = 0; j < tl.npix; ++j) yrow[j] += bv;
       }
     }
-  }
-  void run(int64_t g, int64_t cols, const T* b, int64_t ldb, T* c, int64_t ldc) const {
-    if constexpr (std::is_same_v<T, float>) {
-      if (!packed_.empty()) {
-        sgemm_avx2_prepacked(Kg_, cols, CRS_, 1.0f, packed_.data() + g * per_group_, Trans::no, b, ldb, 0.0f, c, ldc);
-        return;
+}
+
+// Float forward on the packed GEMM: B (the im2col block) is written straight into the
+// GEMM's packed layout, and the weights come packed. Tiles are spread over threads; with
+// fewer tiles than threads (small maps, one image) each tile's B is packed by all
+// threads together (channels split) and then shared while they split the output rows.
+void conv_forward_packed(ThreadPool& pool, const Conv2dShape& s, const float* x, const PackedConvWeights& pw,
+                         const float* b, float* y) {
+  const int64_t G = s.groups, Cg = s.C / G, Kg = s.K / G, CRS = Cg * s.R * s.S, PQ = s.P() * s.Q();
+  const std::vector<Tile> tiles = make_tiles(s, CRS, pool.num_threads());
+  const bool pw1 = is_pointwise(s);
+  auto target = [&](const Tile& tl, int64_t g, float* out, float** dst, int64_t* ldc) {
+    if (tl.nimg == 1) {
+      *dst = y + (tl.n0 * s.K + g * Kg) * PQ + tl.pix0;
+      *ldc = PQ;
+    } else {
+      *dst = out;
+      *ldc = tl.cols();
+    }
+  };
+  if (static_cast<int64_t>(tiles.size()) < pool.num_threads()) {
+    int64_t max_cols = 0;
+    for (const Tile& tl : tiles) max_cols = std::max(max_cols, tl.cols());
+    // This thread's slot 1 (pack_channel uses slot 0, on whichever thread runs it).
+    float* pb = scratch(1, sgemm_packed_b_floats(CRS, max_cols));
+    std::vector<float> out_buf;
+    const int64_t mr = sgemm_panel_rows(), panels = (Kg + mr - 1) / mr;
+    for (const Tile& tl : tiles) {
+      const int64_t cols = tl.cols();
+      if (tl.nimg > 1) out_buf.resize(static_cast<size_t>(Kg * cols));
+      for (int64_t g = 0; g < G; ++g) {
+        pool.parallel_for(Cg, 1, [&](int64_t c0, int64_t c1) {
+          for (int64_t c = c0; c < c1; ++c) pack_channel(s, x, tl, g, c, pw1, pb);
+        });
+        float* dst;
+        int64_t ldc;
+        target(tl, g, out_buf.data(), &dst, &ldc);
+        const float* pa = pw.data.data() + g * pw.per_group;
+        pool.parallel_for(panels, 1, [&](int64_t p0, int64_t p1) {
+          const int64_t m0 = p0 * mr, m1 = std::min(Kg, p1 * mr);
+          sgemm_avx2_packed_ab(Kg, cols, CRS, pa, pb, m0, m1, dst, ldc);
+          conv_epilogue(s, tl, g, dst, b, m0, m1, y);
+        });
       }
     }
-    gemm(Trans::no, Trans::no, Kg_, cols, CRS_, T(1), w_ + g * Kg_ * CRS_, CRS_, b, ldb, T(0), c, ldc);
+    return;
   }
+  pool.parallel_for(static_cast<int64_t>(tiles.size()), 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t ti = t0; ti < t1; ++ti) {
+      const Tile& tl = tiles[ti];
+      const int64_t cols = tl.cols();
+      float* pb = scratch(1, sgemm_packed_b_floats(CRS, cols));
+      float* out = tl.nimg > 1 ? scratch(2, static_cast<size_t>(Kg * cols)) : nullptr;
+      for (int64_t g = 0; g < G; ++g) {
+        for (int64_t c = 0; c < Cg; ++c) pack_channel(s, x, tl, g, c, pw1, pb);
+        float* dst;
+        int64_t ldc;
+        target(tl, g, out, &dst, &ldc);
+        sgemm_avx2_packed_ab(Kg, cols, CRS, pw.data.data() + g * pw.per_group, pb, 0, Kg, dst, ldc);
+        conv_epilogue(s, tl, g, dst, b, 0, Kg, y);
+      }
+    }
+  });
+}
 
- private:
-  const T* w_;
-  int64_t Kg_, CRS_;
-  size_t per_group_ = 0;
-  std::vector<float> packed_;
-};
+}  // namespace
 
 template <typename T>
-void conv2d_forward(ThreadPool& pool, const Conv2dShape& s, const T* x, const T* w, const T* b, T* y) {
-  const int64_t P = s.P(), Q = s.Q(), G = s.groups, Cg = s.C / G, Kg = s.K / G;
-  const int64_t CRS = Cg * s.R * s.S, PQ = P * Q;
+void conv2d_forward(ThreadPool& pool, const Conv2dShape& s, const T* x, const T* w, const T* b, T* y,
+                    const PackedConvWeights* packed) {
+  const int64_t P = s.P(), Q = s.Q(), G = s.groups, Kg = s.K / G;
+  const int64_t CRS = s.C / G * s.R * s.S, PQ = P * Q;
+  if constexpr (std::is_same_v<T, float>) {
+    if (conv2d_uses_packed_weights(s)) {
+      if (packed && packed->matches(s) && !packed->data.empty()) {
+        conv_forward_packed(pool, s, x, *packed, b, y);
+      } else {
+        PackedConvWeights local;
+        conv2d_pack_weights(s, w, local);
+        conv_forward_packed(pool, s, x, local, b, y);
+      }
+      return;
+    }
+  }
   if (is_depthwise(s)) {
     const int64_t M = s.K / s.C;
     pool.parallel_for(s.N * s.K, 4, [&](int64_t i0, int64_t i1) {
@@ -266,12 +391,11 @@ void conv2d_forward(ThreadPool& pool, const Conv2dShape& s, const T* x, const T*
     });
     return;
   }
+  // The portable path (double, CPUs without AVX2, few output channels): im2col + gemm.
   const std::vector<Tile> tiles = make_tiles(s, CRS);
   const bool pw = is_pointwise(s);
   // With fewer tiles than threads, parallelise inside each GEMM instead.
   const bool threaded_gemm = static_cast<int64_t>(tiles.size()) < pool.num_threads();
-  // Packing pays off once the weights are reused by a few tiles.
-  const WeightGemm<T> wg(w, G, Kg, CRS, !threaded_gemm && tiles.size() >= 4);
   pool.parallel_for(static_cast<int64_t>(tiles.size()), 1, [&](int64_t t0, int64_t t1) {
     std::vector<T> col, out;
     for (int64_t ti = t0; ti < t1; ++ti) {
@@ -279,8 +403,6 @@ void conv2d_forward(ThreadPool& pool, const Conv2dShape& s, const T* x, const T*
       const int64_t cols = tl.cols();
       for (int64_t g = 0; g < G; ++g) {
         const Operand<T> bsrc = tile_im2col(s, x, tl, g, pw, col);
-        const T* src = bsrc.p;
-        const int64_t ldb = bsrc.ld;
         // C: straight into y for a single image, else a buffer scattered per image.
         T* dst;
         int64_t ldc;
@@ -293,9 +415,10 @@ void conv2d_forward(ThreadPool& pool, const Conv2dShape& s, const T* x, const T*
           ldc = cols;
         }
         if (threaded_gemm)
-          gemm_parallel(pool, Trans::no, Trans::no, Kg, cols, CRS, T(1), w + g * Kg * CRS, CRS, src, ldb, T(0), dst, ldc);
+          gemm_parallel(pool, Trans::no, Trans::no, Kg, cols, CRS, T(1), w + g * Kg * CRS, CRS, bsrc.p, bsrc.ld, T(0),
+                        dst, ldc);
         else
-          wg.run(g, cols, src, ldb, dst, ldc);
+          gemm(Trans::no, Trans::no, Kg, cols, CRS, T(1), w + g * Kg * CRS, CRS, bsrc.p, bsrc.ld, T(0), dst, ldc);
         for (int64_t i = 0; i < tl.nimg; ++i)
           for (int64_t k = 0; k < Kg; ++k) {
             T* yrow = y + ((tl.n0 + i) * s.K + g * Kg + k) * PQ + tl.pix0;
@@ -489,7 +612,8 @@ void conv2d_backward_weight(ThreadPool& pool, const Conv2dShape& s, const T* x, 
 }
 
 #define CXR_INSTANTIATE(T)                                                                          \
-  template void conv2d_forward<T>(ThreadPool&, const Conv2dShape&, const T*, const T*, const T*, T*); \
+  template void conv2d_forward<T>(ThreadPool&, const Conv2dShape&, const T*, const T*, const T*, T*,       \
+                                  const PackedConvWeights*);                                          \
   template void conv2d_backward_data<T>(ThreadPool&, const Conv2dShape&, const T*, const T*, T*);    \
   template void conv2d_backward_weight<T>(ThreadPool&, const Conv2dShape&, const T*, const T*, T*, T*);
 CXR_INSTANTIATE(float)

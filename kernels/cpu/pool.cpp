@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <limits>
+#include <vector>
 
 #include "kernels/pool.h"
 
@@ -46,9 +47,81 @@ void max_pool_2x2(const Pool2dShape& s, int64_t plane, const T* x, T* y, int64_t
 }
 }  // namespace
 
+// max(a, b) with NaN winning, b replacing a only when larger: the first maximum wins.
+template <typename T>
+inline T max_nan(T a, T b) {
+  return (b > a || b != b) ? b : a;
+}
+
+// Without argmax (inference): the window maximum is separable, a horizontal pass over
+// the input rows the plane's windows touch and a vertical pass over those row maxima.
+// The result equals the general loop's (the first maximum in row-major order, NaN
+// propagating), since a maximum is exact.
+template <typename T>
+void max_pool_plane_values(const Pool2dShape& s, const T* xp, T* yp, std::vector<T>& rows) {
+  const int64_t P = s.P(), Q = s.Q();
+  rows.resize(static_cast<size_t>(s.H * Q));
+  // Output columns whose window lies wholly inside the row.
+  const int64_t qa = std::min(Q, (s.pw + s.sw - 1) / s.sw);
+  int64_t qb = s.W - s.kw + s.pw < 0 ? 0 : (s.W - s.kw + s.pw) / s.sw + 1;
+  qb = std::clamp<int64_t>(qb, qa, Q);
+  for (int64_t h = 0; h < s.H; ++h) {
+    const T* xr = xp + h * s.W;
+    T* out = rows.data() + h * Q;
+    auto clamped = [&](int64_t q) {
+      const int64_t w0 = q * s.sw - s.pw;
+      const int64_t a = std::max<int64_t>(w0, 0), b = std::min(w0 + s.kw, s.W);
+      if (a >= b) {  // only padding: -inf, as the general loop
+        out[q] = -std::numeric_limits<T>::infinity();
+        return;
+      }
+      T m = xr[a];
+      for (int64_t w = a + 1; w < b; ++w) m = max_nan(m, xr[w]);
+      out[q] = m;
+    };
+    for (int64_t q = 0; q < qa; ++q) clamped(q);
+    if (s.kw == 3) {
+      for (int64_t q = qa; q < qb; ++q) {
+        const T* v = xr + q * s.sw - s.pw;
+        out[q] = max_nan(max_nan(v[0], v[1]), v[2]);
+      }
+    } else {
+      for (int64_t q = qa; q < qb; ++q) {
+        const T* v = xr + q * s.sw - s.pw;
+        T m = v[0];
+        for (int64_t w = 1; w < s.kw; ++w) m = max_nan(m, v[w]);
+        out[q] = m;
+      }
+    }
+    for (int64_t q = qb; q < Q; ++q) clamped(q);
+  }
+  for (int64_t p = 0; p < P; ++p) {
+    const int64_t h0 = p * s.sh - s.ph;
+    const int64_t a = std::max<int64_t>(h0, 0), b = std::min(h0 + s.kh, s.H);
+    T* yr = yp + p * Q;
+    if (a >= b) {
+      std::fill(yr, yr + Q, -std::numeric_limits<T>::infinity());
+      continue;
+    }
+    const T* r0 = rows.data() + a * Q;
+    for (int64_t q = 0; q < Q; ++q) yr[q] = r0[q];
+    for (int64_t h = a + 1; h < b; ++h) {
+      const T* rh = rows.data() + h * Q;
+      for (int64_t q = 0; q < Q; ++q) yr[q] = max_nan(yr[q], rh[q]);
+    }
+  }
+}
+
 template <typename T>
 void max_pool2d_forward(ThreadPool& pool, const Pool2dShape& s, const T* x, T* y, int64_t* argmax) {
   const int64_t P = s.P(), Q = s.Q();
+  if (!argmax) {
+    pool.parallel_for(s.N * s.C, 4, [&](int64_t i0, int64_t i1) {
+      std::vector<T> rows;
+      for (int64_t i = i0; i < i1; ++i) max_pool_plane_values(s, x + i * s.H * s.W, y + i * P * Q, rows);
+    });
+    return;
+  }
   if (s.kh == 2 && s.kw == 2 && s.sh == 2 && s.sw == 2 && s.ph == 0 && s.pw == 0) {
     pool.parallel_for(s.N * s.C, 4, [&](int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1; ++i) max_pool_2x2(s, i, x, y, argmax);

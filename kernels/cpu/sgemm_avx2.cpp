@@ -167,7 +167,7 @@ namespace {
 int64_t padded_m(int64_t M) { return (M + MR - 1) / MR * MR; }
 
 void gemm_blocked(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
-                  const float* prepacked_a, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+                  const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
   if (M == 0 || N == 0) return;
   if (K == 0 || alpha == 0.0f) {
     // beta == 0 must not read C: it may hold NaN.
@@ -179,7 +179,7 @@ void gemm_blocked(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alp
     return;
   }
   float* bpack = pack_buffer(0, static_cast<size_t>(KC * ((std::min(N, NC) + NR - 1) / NR * NR)));
-  float* abuf = prepacked_a ? nullptr : pack_buffer(1, static_cast<size_t>(KC * padded_m(std::min(M, MC))));
+  float* abuf = pack_buffer(1, static_cast<size_t>(KC * padded_m(std::min(M, MC))));
   for (int64_t jc = 0; jc < N; jc += NC) {
     const int64_t nc = std::min(NC, N - jc);
     for (int64_t pc = 0; pc < K; pc += KC) {
@@ -188,13 +188,8 @@ void gemm_blocked(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alp
       pack_b(tb, B, ldb, pc, jc, kc, nc, bpack);
       for (int64_t ic = 0; ic < M; ic += MC) {
         const int64_t mc = std::min(MC, M - ic);
-        const float* apack;
-        if (prepacked_a) {
-          apack = prepacked_a + (pc / KC) * padded_m(M) * KC + ic * kc;
-        } else {
-          pack_a(ta, A, lda, ic, pc, mc, kc, abuf);
-          apack = abuf;
-        }
+        pack_a(ta, A, lda, ic, pc, mc, kc, abuf);
+        const float* apack = abuf;
         for (int64_t jr = 0; jr < nc; jr += NR)
           for (int64_t ir = 0; ir < mc; ir += MR)
             micro_kernel(kc, apack + ir * kc, bpack + jr * kc, C + (ic + ir) * ldc + jc + jr, ldc, alpha,
@@ -209,7 +204,7 @@ void gemm_blocked(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alp
 bool sgemm_avx2(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
                 const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
   if (!cpu_has_avx2_fma()) return false;
-  gemm_blocked(ta, tb, M, N, K, alpha, A, lda, nullptr, B, ldb, beta, C, ldc);
+  gemm_blocked(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   return true;
 }
 
@@ -227,9 +222,41 @@ void sgemm_pack_a(Trans ta, int64_t M, int64_t K, const float* A, int64_t lda, f
   }
 }
 
-void sgemm_avx2_prepacked(int64_t M, int64_t N, int64_t K, float alpha, const float* packed_a, Trans tb,
-                          const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
-  gemm_blocked(Trans::no, tb, M, N, K, alpha, nullptr, 0, packed_a, B, ldb, beta, C, ldc);
+int64_t sgemm_panel_rows() { return MR; }
+
+size_t sgemm_packed_b_floats(int64_t K, int64_t N) { return static_cast<size_t>(K * ((N + NR - 1) / NR * NR)); }
+
+// Packed B: K block b (rows [b*KC, b*KC+kc)) starts at b*KC*Npad; inside it the panel of
+// columns [j0, j0+NR) starts at j0*kc and holds element (k, c) at k*NR + c: pack_b's
+// layout for the whole matrix at once (no NC split; callers keep N to a cache-sized tile).
+void sgemm_pack_b_row(int64_t K, int64_t N, int64_t k, const float* row, float* dst) {
+  const int64_t npad = (N + NR - 1) / NR * NR, blk = k / KC, kk = k % KC, kc = std::min(KC, K - blk * KC);
+  float* base = dst + blk * KC * npad + kk * NR;
+  const int64_t full = N / NR * NR;
+  for (int64_t j0 = 0; j0 < full; j0 += NR) std::memcpy(base + j0 * kc, row + j0, sizeof(float) * NR);
+  if (full < N) {
+    float* out = base + full * kc;
+    for (int64_t c = 0; c < NR; ++c) out[c] = full + c < N ? row[full + c] : 0.0f;
+  }
+}
+
+void sgemm_avx2_packed_ab(int64_t M, int64_t N, int64_t K, const float* packed_a, const float* packed_b, int64_t m0,
+                          int64_t m1, float* C, int64_t ldc) {
+  const int64_t npad = (N + NR - 1) / NR * NR, mpad = padded_m(M);
+  m1 = std::min(m1, M);
+  for (int64_t pc = 0; pc < K; pc += KC) {
+    const int64_t kc = std::min(KC, K - pc);
+    const float beta = pc == 0 ? 0.0f : 1.0f;
+    const float* ablk = packed_a + (pc / KC) * mpad * KC;
+    const float* bblk = packed_b + pc * npad;
+    for (int64_t ic = m0; ic < m1; ic += MC) {
+      const int64_t mc = std::min(MC, m1 - ic);
+      for (int64_t jr = 0; jr < N; jr += NR)
+        for (int64_t ir = 0; ir < mc; ir += MR)
+          micro_kernel(kc, ablk + (ic + ir) * kc, bblk + jr * kc, C + (ic + ir) * ldc + jr, ldc, 1.0f, beta,
+                       std::min(MR, m1 - ic - ir), std::min(NR, N - jr));
+    }
+  }
 }
 
 }  // namespace cxr::cpu

@@ -77,7 +77,7 @@ __global__ void max_pool_fwd_kernel(Geom g, int64_t total, const float* __restri
         }
       }
     y[o] = best;
-    argmax[o] = best_i;
+    if (argmax) argmax[o] = best_i;
   }
 }
 
