@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstring>
 #include <numeric>
+#include <utility>
 
 #include "runtime/error.h"
 
@@ -38,10 +39,19 @@ std::string skip_reason(const std::exception_ptr& error, const std::string& path
 
 // One batch buffer of the ring and the state of the batch it holds.
 //   free      -> filling    a worker takes the batch's first sample
-//   filling   -> consuming  next() takes the completed batch
+//   filling   -> consuming  next() takes the completed batch (on CUDA: once its upload
+//                           is queued)
 //   consuming -> free       CPU: once the batch is copied out
-//   consuming -> copying    CUDA: the asynchronous copy to the device is queued
-//   copying   -> free       the copy has finished (copy_done / wait_copy)
+//   consuming -> copying    CUDA: the batch's rows are queued for copying out of staging
+//   copying   -> free       the upload has finished reading the pinned buffer
+//
+// CUDA: each slot also owns a device staging buffer. The worker that finishes a batch's
+// last sample queues its upload (pinned buffer -> staging) on the copy stream at once,
+// ordered only after the event that marks the end of the previous batch's reads from
+// that staging buffer, so the upload overlaps the compute already queued instead of
+// waiting for it. next() makes the compute stream wait for the upload and copies the
+// delivered rows into a fresh tensor there (device to device, closing the gaps of
+// skipped rows), then records the staging buffer's release event.
 struct Loader::Slot {
   enum class State : uint8_t { free, filling, consuming, copying };
   cuda::PinnedBuffer buffer;  // batch_size * C * H * W floats, sample k at k * C*H*W
@@ -50,7 +60,13 @@ struct Loader::Slot {
   int64_t remaining = 0;  // samples of the batch not yet finished
   std::vector<SampleStatus> status;
   std::vector<std::exception_ptr> error;  // of a sample that failed
-  uint64_t ticket = 0;
+  uint64_t ticket = 0;    // copying: the upload still reading the pinned buffer
+  // CUDA only.
+  Tensor staging;          // batch_size * C * H * W floats on the device
+  bool uploaded = false;   // the upload of this batch is queued (or failed)
+  uint64_t upload = 0;     // its ticket
+  uint64_t released = 0;   // event after the last reads of staging, consumed by the next upload
+  std::exception_ptr upload_error;
   float* sample(int64_t k, int64_t floats) const { return static_cast<float*>(buffer.data()) + k * floats; }
 };
 
@@ -74,6 +90,8 @@ Loader::Loader(const Dataset& dataset, LoaderOptions options) : dataset_(dataset
   for (int i = 0; i <= options_.prefetch; ++i) {
     auto s = std::make_unique<Slot>();
     s->buffer = cuda::PinnedBuffer(slot_bytes);
+    if (options_.device.is_cuda())
+      s->staging = Tensor::empty({options_.batch_size * sample_floats_}, DType::f32, options_.device);
     s->status.resize(B);
     s->error.resize(B);
     slots_.push_back(std::move(s));
@@ -102,10 +120,12 @@ Loader::~Loader() {
   work_cv_.notify_all();
   for (auto& t : threads_) t.join();
   // The device may still be reading a buffer; it must not be freed under the copy.
+  if (!options_.device.is_cuda()) return;
   for (auto& s : slots_) {
-    if (s->state != Slot::State::copying) continue;
     try {
-      cuda::wait_copy(s->ticket, options_.device.index);
+      if (s->state == Slot::State::copying) cuda::wait_copy(s->ticket, options_.device.index);
+      if (s->upload) cuda::wait_copy(s->upload, options_.device.index);
+      if (s->released) cuda::wait_copy(s->released, options_.device.index);
     } catch (const std::exception& e) {
       std::fprintf(stderr, "cxr: Loader: waiting for a device copy failed: %s\n", e.what());
     }
@@ -138,13 +158,39 @@ void Loader::worker_loop() {
       s.state = Slot::State::filling;
       s.batch = b;
       s.remaining = batch_end(b) - batch_begin(b);
+      s.uploaded = false;
+      s.upload = 0;
+      s.upload_error = nullptr;
     }
     ++busy_;
     lock.unlock();
     process(pos, s);
     lock.lock();
+    const bool complete = --s.remaining == 0;
+    if (complete && options_.device.is_cuda()) {
+      // Still counted busy, so drain() waits for the upload to be queued.
+      lock.unlock();
+      upload(s);
+      lock.lock();
+      s.uploaded = true;
+    }
     --busy_;
-    if (--s.remaining == 0 || busy_ == 0) done_cv_.notify_all();
+    if (complete || busy_ == 0) done_cv_.notify_all();
+  }
+}
+
+// Queues a completed batch's upload into the slot's staging buffer. Runs without the
+// lock: until `uploaded` is set nobody else touches the slot.
+void Loader::upload(Slot& s) noexcept {
+  try {
+    const auto rows = static_cast<size_t>(batch_end(s.batch) - batch_begin(s.batch));
+    const uint64_t after = s.released;
+    s.released = 0;  // consumed by the upload's wait
+    s.upload = cuda::upload_async(s.staging.raw_data(), s.buffer.data(), rows * static_cast<size_t>(sample_floats_) * sizeof(float),
+                                  options_.device.index, after);
+  } catch (...) {
+    s.upload = 0;
+    s.upload_error = std::current_exception();
   }
 }
 
@@ -202,6 +248,10 @@ void Loader::drain(std::unique_lock<std::mutex>& lock) {
   done_cv_.wait(lock, [&] { return busy_ == 0; });
   for (auto& s : slots_) {
     if (s->state == Slot::State::copying) cuda::wait_copy(s->ticket, options_.device.index);
+    if (s->upload) cuda::wait_copy(s->upload, options_.device.index);  // completed, never consumed
+    s->upload = 0;
+    s->uploaded = false;
+    s->upload_error = nullptr;
     s->state = Slot::State::free;
     s->batch = -1;
   }
@@ -233,14 +283,21 @@ void Loader::start_epoch(int64_t epoch, int64_t first_batch) {
 }
 
 void Loader::release(Slot& s) {
-  s.state = Slot::State::free;
-  work_cv_.notify_all();
+  if (s.upload != 0) {  // the upload may still be reading the pinned buffer
+    s.state = Slot::State::copying;
+    s.ticket = s.upload;
+    s.upload = 0;
+  } else {
+    s.state = Slot::State::free;
+    work_cv_.notify_all();
+  }
 }
 
 // Called with the lock held and the slot in `consuming`: splits the batch into delivered
 // rows and skipped files (warned about and counted), or rethrows a worker's error and,
 // with `strict`, a bad file's FileError.
 Loader::Rows Loader::sort_out(Slot& s, int64_t b) {
+  if (s.upload_error) std::rethrow_exception(std::exchange(s.upload_error, nullptr));
   const int64_t count = batch_end(b) - batch_begin(b);
   for (int64_t k = 0; k < count; ++k) {
     const SampleStatus st = s.status[static_cast<size_t>(k)];
@@ -267,9 +324,9 @@ Loader::Rows Loader::sort_out(Slot& s, int64_t b) {
 }
 
 // Called without the lock: the batch's tensors from the slot's rows. On the CPU a copy;
-// on CUDA the rows are packed inside the pinned buffer and copied asynchronously, and
-// *ticket receives the copy's ticket (the copy is the last step that may throw).
-Batch Loader::assemble(Slot& s, const Rows& r, uint64_t* ticket) const {
+// on CUDA device-to-device copies out of the slot's staging buffer, queued on the
+// compute stream behind the upload, and the staging buffer's release event.
+Batch Loader::assemble(Slot& s, const Rows& r) const {
   const auto n = static_cast<int64_t>(r.rows.size());
   const Pipeline& p = options_.pipeline;
   const Shape shape{n, p.channels, p.height, p.width};
@@ -286,12 +343,21 @@ Batch Loader::assemble(Slot& s, const Rows& r, uint64_t* ticket) const {
     }
     batch.labels = Tensor::from_vector(r.labels, {n});
   } else {
-    for (int64_t j = 0; j < n; ++j)  // close the gaps left by skipped rows
-      if (r.rows[j] != j) std::memmove(s.sample(j, sample_floats_), s.sample(r.rows[j], sample_floats_), row_bytes);
+    const int dev = options_.device.index;
     batch.labels = Tensor::from_vector(r.labels, {n}).to(options_.device);
     batch.images = Tensor::empty(shape, DType::f32, options_.device);
-    *ticket = cuda::copy_to_device_async(batch.images.raw_data(), s.buffer.data(), static_cast<size_t>(n) * row_bytes,
-                                         options_.device.index);
+    cuda::compute_wait(s.upload, dev);
+    auto* dst = static_cast<char*>(batch.images.raw_data());
+    const auto* src = static_cast<const char*>(s.staging.raw_data());
+    for (int64_t j = 0; j < n;) {  // runs of consecutive rows, closing the gaps of skipped ones
+      int64_t e = j + 1;
+      while (e < n && r.rows[e] == r.rows[e - 1] + 1) ++e;
+      cuda::copy_bytes(dst + j * row_bytes, options_.device, src + r.rows[j] * row_bytes, options_.device,
+                       static_cast<size_t>(e - j) * row_bytes);
+      j = e;
+    }
+    s.released = cuda::record_event(dev);
+    batch.upload = s.upload;
   }
   batch.indices = r.indices;
   return batch;
@@ -313,17 +379,19 @@ bool Loader::next(Batch& out) {
     Slot& s = *slots_[static_cast<size_t>(b % S)];
     // A slot still being copied from (batch b - S) holds batch b up: wait for that copy.
     if (options_.device.is_cuda()) reclaim_copies(lock, &s);
-    done_cv_.wait(lock, [&] { return s.state == Slot::State::filling && s.batch == b && s.remaining == 0; });
+    const bool cuda = options_.device.is_cuda();
+    done_cv_.wait(lock, [&] {
+      return s.state == Slot::State::filling && s.batch == b && s.remaining == 0 && (!cuda || s.uploaded);
+    });
     s.state = Slot::State::consuming;
     ++next_batch_;
     Rows r;
     Batch batch;
-    uint64_t ticket = 0;
     try {
       r = sort_out(s, b);
       if (!r.rows.empty()) {
         lock.unlock();  // the slot is ours until released
-        batch = assemble(s, r, &ticket);
+        batch = assemble(s, r);
         lock.lock();
       }
     } catch (...) {
@@ -335,12 +403,7 @@ bool Loader::next(Batch& out) {
       release(s);
       continue;
     }
-    if (options_.device.is_cuda()) {
-      s.state = Slot::State::copying;
-      s.ticket = ticket;
-    } else {
-      release(s);
-    }
+    release(s);
     stats_.samples += static_cast<int64_t>(r.rows.size());
     batch.epoch = epoch_;
     batch.number = b;

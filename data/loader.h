@@ -14,6 +14,12 @@
 // buffer is refilled only after its batch has been consumed (on CUDA: after its copy to
 // the device has finished), so at most prefetch + 1 batches are decoded or held at once.
 //
+// CUDA: every ring slot also owns a device staging buffer of one batch. A batch is
+// uploaded (pinned buffer -> staging, on the device's copy stream) as soon as its last
+// sample is decoded, without waiting for the compute stream, so the copy overlaps the
+// training step in flight; next() queues the copy from staging into the batch's own
+// tensor on the compute stream, behind the upload. Device memory: prefetch + 1 batches.
+//
 // Bad files: a sample whose file cannot be decoded (cxr::FileError) is left out of its
 // batch with a warning on stderr ("cxr: skipping <path>: <reason>") and listed in stats();
 // the batch then has fewer samples (images, labels and indices stay consistent). A batch
@@ -66,6 +72,7 @@ struct Batch {
   std::vector<int64_t> indices;  // dataset index of each row
   int64_t epoch = 0;
   int64_t number = 0;            // batch index within the epoch (0 .. batches_per_epoch()-1)
+  uint64_t upload = 0;           // CUDA: ticket of the host-to-device upload (cuda::copy_done); 0 on the CPU
 };
 
 class Loader {
@@ -103,8 +110,9 @@ class Loader {
   };
   void worker_loop();
   void release(Slot& s);
+  void upload(Slot& s) noexcept;
   Rows sort_out(Slot& s, int64_t b);
-  Batch assemble(Slot& s, const Rows& r, uint64_t* ticket) const;
+  Batch assemble(Slot& s, const Rows& r) const;
   void process(int64_t pos, Slot& slot) noexcept;
   void reclaim_copies(std::unique_lock<std::mutex>& lock, Slot* must_free);
   void drain(std::unique_lock<std::mutex>& lock);

@@ -368,29 +368,6 @@ void copy_bytes(void* dst, Device dd, const void* src, Device sd, size_t bytes) 
 // (which may still use the block), then the compute stream waits for the copy. The copy
 // thus overlaps host work and later-queued compute of other streams, not the compute
 // already queued on this device.
-uint64_t copy_to_device_async(void* dst, const void* src, size_t bytes, int device) {
-  Context& ctx = context(device);
-  std::lock_guard<std::mutex> lock(ctx.copy_mutex);
-  if (!ctx.copy_stream) CXR_CUDA_CHECK(cudaStreamCreateWithFlags(&ctx.copy_stream, cudaStreamNonBlocking));
-  cudaEvent_t before = nullptr, done = nullptr;
-  CXR_CUDA_CHECK(cudaEventCreateWithFlags(&before, cudaEventDisableTiming));
-  const cudaError_t e = cudaEventCreateWithFlags(&done, cudaEventDisableTiming);
-  if (e != cudaSuccess) {
-    cudaEventDestroy(before);
-    throw_cuda(e, "cudaEventCreateWithFlags", __FILE__, __LINE__);
-  }
-  const uint64_t ticket = ctx.next_ticket++;
-  ctx.copies[ticket] = done;  // owned by the map from here
-  CXR_CUDA_CHECK(cudaEventRecord(before, ctx.stream));
-  CXR_CUDA_CHECK(cudaStreamWaitEvent(ctx.copy_stream, before, 0));
-  cudaEventDestroy(before);  // released once the wait it was recorded for is satisfied
-  if (bytes) CXR_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, ctx.copy_stream));
-  CXR_CUDA_CHECK(cudaEventRecord(done, ctx.copy_stream));
-  CXR_CUDA_CHECK(cudaStreamWaitEvent(ctx.stream, done, 0));
-  if (ctx.sync_launches) CXR_CUDA_CHECK(cudaStreamSynchronize(ctx.copy_stream));
-  return ticket;
-}
-
 bool copy_done(uint64_t ticket, int device) {
   Context& ctx = context(device);
   std::lock_guard<std::mutex> lock(ctx.copy_mutex);
@@ -416,6 +393,55 @@ void wait_copy(uint64_t ticket, int device) {
   cudaEventDestroy(it->second);
   ctx.copies.erase(it);
   if (e != cudaSuccess) throw_cuda(e, "host-to-device copy", __FILE__, __LINE__);
+}
+
+namespace {
+// A new event owned by ctx.copies under a fresh ticket (copy_mutex held).
+uint64_t new_ticket(Context& ctx, cudaEvent_t* ev) {
+  CXR_CUDA_CHECK(cudaEventCreateWithFlags(ev, cudaEventDisableTiming));
+  const uint64_t ticket = ctx.next_ticket++;
+  ctx.copies[ticket] = *ev;
+  return ticket;
+}
+}  // namespace
+
+uint64_t upload_async(void* dst, const void* src, size_t bytes, int device, uint64_t after) {
+  Context& ctx = context(device);
+  std::lock_guard<std::mutex> lock(ctx.copy_mutex);
+  if (!ctx.copy_stream) CXR_CUDA_CHECK(cudaStreamCreateWithFlags(&ctx.copy_stream, cudaStreamNonBlocking));
+  if (after != 0) {
+    auto it = ctx.copies.find(after);
+    if (it != ctx.copies.end()) {
+      const cudaEvent_t ev = it->second;
+      ctx.copies.erase(it);
+      const cudaError_t e = cudaStreamWaitEvent(ctx.copy_stream, ev, 0);
+      cudaEventDestroy(ev);  // released once the wait it was recorded for is satisfied
+      if (e != cudaSuccess) throw_cuda(e, "cudaStreamWaitEvent", __FILE__, __LINE__);
+    }
+  }
+  cudaEvent_t done = nullptr;
+  const uint64_t ticket = new_ticket(ctx, &done);
+  if (bytes) CXR_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, ctx.copy_stream));
+  CXR_CUDA_CHECK(cudaEventRecord(done, ctx.copy_stream));
+  if (ctx.sync_launches) CXR_CUDA_CHECK(cudaStreamSynchronize(ctx.copy_stream));
+  return ticket;
+}
+
+void compute_wait(uint64_t ticket, int device) {
+  Context& ctx = context(device);
+  std::lock_guard<std::mutex> lock(ctx.copy_mutex);
+  auto it = ctx.copies.find(ticket);
+  if (it == ctx.copies.end()) return;  // finished and collected
+  CXR_CUDA_CHECK(cudaStreamWaitEvent(ctx.stream, it->second, 0));
+}
+
+uint64_t record_event(int device) {
+  Context& ctx = context(device);
+  std::lock_guard<std::mutex> lock(ctx.copy_mutex);
+  cudaEvent_t ev = nullptr;
+  const uint64_t ticket = new_ticket(ctx, &ev);
+  CXR_CUDA_CHECK(cudaEventRecord(ev, ctx.stream));
+  return ticket;
 }
 
 void memset_zero(void* p, size_t bytes, int device) {

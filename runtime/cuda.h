@@ -74,16 +74,24 @@ void device_free(void* p, size_t capacity, int device);
 // host wait for the data; copies to a device are ordered on its stream.
 void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes);
 void memset_zero(void* p, size_t bytes, int device);
-// Asynchronous host-to-device copy for input pipelines. The copy runs on the device's
-// copy stream, and the device's compute stream waits for it (through an event), so work
-// queued after this call sees the data while the copy overlaps work queued before it.
-// `src` must stay valid and unchanged until copy_done(ticket) (pinned memory, see
-// PinnedBuffer, makes the copy truly asynchronous). Returns a ticket.
-uint64_t copy_to_device_async(void* dst, const void* src, size_t bytes, int device);
-// True when the copy with this ticket has finished (does not wait).
+// True when the work behind this ticket (an upload or a recorded event) has finished
+// (does not wait); a finished ticket is collected, and later queries return true.
 bool copy_done(uint64_t ticket, int device);
-// Waits on the host for the copy with this ticket.
+// Waits on the host for the work behind this ticket, and collects it.
 void wait_copy(uint64_t ticket, int device);
+// For input pipelines that stage batches in device memory of their own (data::Loader):
+// upload_async queues a host-to-device copy on the copy stream at once, ordered only
+// after the work behind ticket `after` (from record_event; 0 for none, a collected
+// ticket counts as done) and never after the compute stream, so it overlaps whatever
+// compute is queued. Consuming a ticket as `after` collects it. Returns a ticket for
+// copy_done / wait_copy / compute_wait.
+uint64_t upload_async(void* dst, const void* src, size_t bytes, int device, uint64_t after = 0);
+// Makes the device's compute stream wait (on the GPU, the host does not block) for the
+// work behind a ticket; the ticket stays valid.
+void compute_wait(uint64_t ticket, int device);
+// Records an event at the current end of the compute stream; returns its ticket
+// (copy_done tells whether the compute work queued so far has finished).
+uint64_t record_event(int device);
 // Fills n elements of dtype t at p (on the device) with value.
 void fill(void* p, DType t, int64_t n, double value, int device);
 // Converts n elements from dtype src_t to dst_t on the device (as static_cast).

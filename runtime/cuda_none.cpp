@@ -48,9 +48,11 @@ void copy_bytes(void* dst, Device dd, const void* src, Device sd, size_t bytes) 
   if (bytes && dst != src) std::memmove(dst, src, bytes);
 }
 void memset_zero(void*, size_t, int) { no_backend("memset on a CUDA device"); }
-uint64_t copy_to_device_async(void*, const void*, size_t, int) { no_backend("copy to a CUDA device"); }
 bool copy_done(uint64_t, int) { return true; }
 void wait_copy(uint64_t, int) {}
+uint64_t upload_async(void*, const void*, size_t, int, uint64_t) { no_backend("copy to a CUDA device"); }
+void compute_wait(uint64_t, int) {}
+uint64_t record_event(int) { no_backend("an event on a CUDA device"); }
 void fill(void*, DType, int64_t, double, int) { no_backend("fill on a CUDA device"); }
 void convert(int, int64_t, DType, const void*, DType, void*) { no_backend("dtype conversion on a CUDA device"); }
 

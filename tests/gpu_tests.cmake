@@ -1,5 +1,6 @@
 # CUDA backend tests (tests/gpu): the runtime (device tensors, allocator, pinned memory,
-# settings), every op and optimizer against the CPU, and whole models. Label "gpu".
+# settings), every op and optimizer against the CPU, whole models, and the data loader's
+# device batches. Label "gpu".
 # Every test skips (GTEST_SKIP "no CUDA device") on a machine or a build without CUDA;
 # ctest then reports the executable as skipped rather than passed.
 # CXR_GPU_TESTS_ON_CPU=1 in the environment runs the comparisons with the CPU standing in
@@ -8,6 +9,7 @@ set(CXR_GPU_TESTS
   test_cuda_runtime
   test_cuda_ops
   test_cuda_models
+  test_cuda_loader
 )
 foreach(t ${CXR_GPU_TESTS})
   add_executable(${t} gpu/${t}.cpp)
