@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 
 namespace cxr {
 
@@ -27,8 +28,18 @@ struct ThreadPool::Job {
 namespace {
 // Parallel regions come back to back (a forward pass is ~100 of them), and waking a
 // sleeping thread through the kernel costs tens of microseconds, so a thread that runs
-// out of work first polls for a while: about this long, then sleeps.
-constexpr auto kSpin = std::chrono::microseconds(50);
+// out of work first polls for a while, then sleeps: 50 us, or CXR_POOL_SPIN_US from the
+// environment (0: sleep at once, for machines shared with other busy processes).
+std::chrono::microseconds spin_time() {
+  static const std::chrono::microseconds t = [] {
+    const char* e = std::getenv("CXR_POOL_SPIN_US");
+    if (e == nullptr || *e == '\0') return std::chrono::microseconds(50);
+    char* end = nullptr;
+    const long v = std::strtol(e, &end, 10);
+    return std::chrono::microseconds(end != e && *end == '\0' && v >= 0 ? std::min(v, 100000L) : 50L);
+  }();
+  return t;
+}
 
 inline void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)
@@ -41,7 +52,9 @@ inline void cpu_relax() {
 // Polls `ready` for up to kSpin; true once it holds.
 template <typename F>
 bool spin_until(F&& ready) {
-  const auto until = std::chrono::steady_clock::now() + kSpin;
+  const auto spin = spin_time();
+  if (spin.count() == 0) return ready();
+  const auto until = std::chrono::steady_clock::now() + spin;
   for (int i = 0;; ++i) {
     if (ready()) return true;
     cpu_relax();

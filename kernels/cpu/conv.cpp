@@ -76,10 +76,15 @@ void im2col(const Conv2dShape& s, const T* x, int64_t c0, int64_t Cg, int64_t pi
               else for (int64_t q = qa; q < qb; ++q) out[q] = xrow[q + off];
               for (int64_t q = qb; q < q0 + n; ++q) out[q] = T(0);
             } else {
-              for (int64_t q = q0; q < q0 + n; ++q) {
-                const int64_t iw = q * s.stride_w + off;
-                out[q] = (iw >= 0 && iw < s.W) ? xrow[iw] : T(0);
-              }
+              // valid q: 0 <= q*stride + off < W, i.e. q in [ceil(-off/stride), ceil((W-off)/stride))
+              const int64_t sw = s.stride_w;
+              const int64_t lo = off >= 0 ? 0 : (-off + sw - 1) / sw;
+              const int64_t hi = s.W - off <= 0 ? 0 : (s.W - off + sw - 1) / sw;
+              const int64_t qa = std::clamp<int64_t>(lo, q0, q0 + n), qb = std::clamp<int64_t>(hi, qa, q0 + n);
+              for (int64_t q = q0; q < qa; ++q) out[q] = T(0);
+              const T* __restrict src = xrow + off;
+              for (int64_t q = qa; q < qb; ++q) out[q] = src[q * sw];
+              for (int64_t q = qb; q < q0 + n; ++q) out[q] = T(0);
             }
           }
           j += n;

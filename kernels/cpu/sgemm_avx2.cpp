@@ -153,6 +153,45 @@ __attribute__((target("avx2,fma"))) void micro_kernel(int64_t kc, const float* a
       C[r * ldc + c] = alpha * tile[r][c] + (beta == 0.0f ? 0.0f : beta * C[r * ldc + c]);
 }
 
+// The same for a last panel with at most 8 valid columns (N = 49 or 196 of late conv
+// stages leaves 1 or 4): half the FMAs of the 16-wide kernel, reading the panel's first
+// 8 columns.
+__attribute__((target("avx2,fma"))) void micro_kernel_n8(int64_t kc, const float* a, const float* b, float* C,
+                                                         int64_t ldc, float alpha, float beta, int64_t rows,
+                                                         int64_t cols) {
+  __m256 c0 = _mm256_setzero_ps(), c1 = _mm256_setzero_ps(), c2 = _mm256_setzero_ps(), c3 = _mm256_setzero_ps(),
+         c4 = _mm256_setzero_ps(), c5 = _mm256_setzero_ps();
+#pragma GCC unroll 4
+  for (int64_t k = 0; k < kc; ++k) {
+    const __m256 b0 = _mm256_loadu_ps(b);
+    c0 = _mm256_fmadd_ps(_mm256_broadcast_ss(a + 0), b0, c0);
+    c1 = _mm256_fmadd_ps(_mm256_broadcast_ss(a + 1), b0, c1);
+    c2 = _mm256_fmadd_ps(_mm256_broadcast_ss(a + 2), b0, c2);
+    c3 = _mm256_fmadd_ps(_mm256_broadcast_ss(a + 3), b0, c3);
+    c4 = _mm256_fmadd_ps(_mm256_broadcast_ss(a + 4), b0, c4);
+    c5 = _mm256_fmadd_ps(_mm256_broadcast_ss(a + 5), b0, c5);
+    a += MR;
+    b += NR;
+  }
+  alignas(32) float tile[MR][8];
+  _mm256_store_ps(tile[0], c0);
+  _mm256_store_ps(tile[1], c1);
+  _mm256_store_ps(tile[2], c2);
+  _mm256_store_ps(tile[3], c3);
+  _mm256_store_ps(tile[4], c4);
+  _mm256_store_ps(tile[5], c5);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c)
+      C[r * ldc + c] = alpha * tile[r][c] + (beta == 0.0f ? 0.0f : beta * C[r * ldc + c]);
+}
+
+// One MR x NR tile, through the narrow kernel when few columns are valid.
+inline void tile_kernel(int64_t kc, const float* a, const float* b, float* C, int64_t ldc, float alpha, float beta,
+                        int64_t rows, int64_t cols) {
+  if (cols <= 8) micro_kernel_n8(kc, a, b, C, ldc, alpha, beta, rows, cols);
+  else micro_kernel(kc, a, b, C, ldc, alpha, beta, rows, cols);
+}
+
 bool cpu_has_avx2_fma() {
   static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   return ok;
@@ -192,8 +231,8 @@ void gemm_blocked(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alp
         const float* apack = abuf;
         for (int64_t jr = 0; jr < nc; jr += NR)
           for (int64_t ir = 0; ir < mc; ir += MR)
-            micro_kernel(kc, apack + ir * kc, bpack + jr * kc, C + (ic + ir) * ldc + jc + jr, ldc, alpha,
-                         beta_k, std::min(MR, mc - ir), std::min(NR, nc - jr));
+            tile_kernel(kc, apack + ir * kc, bpack + jr * kc, C + (ic + ir) * ldc + jc + jr, ldc, alpha, beta_k,
+                        std::min(MR, mc - ir), std::min(NR, nc - jr));
       }
     }
   }
@@ -253,8 +292,8 @@ void sgemm_avx2_packed_ab(int64_t M, int64_t N, int64_t K, const float* packed_a
       const int64_t mc = std::min(MC, m1 - ic);
       for (int64_t jr = 0; jr < N; jr += NR)
         for (int64_t ir = 0; ir < mc; ir += MR)
-          micro_kernel(kc, ablk + (ic + ir) * kc, bblk + jr * kc, C + (ic + ir) * ldc + jr, ldc, 1.0f, beta,
-                       std::min(MR, m1 - ic - ir), std::min(NR, N - jr));
+          tile_kernel(kc, ablk + (ic + ir) * kc, bblk + jr * kc, C + (ic + ir) * ldc + jr, ldc, 1.0f, beta,
+                      std::min(MR, m1 - ic - ir), std::min(NR, N - jr));
     }
   }
 }
