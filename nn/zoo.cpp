@@ -1,6 +1,9 @@
 #include "nn/zoo.h"
 
+#include <algorithm>
 #include <cmath>
+#include <filesystem>
+#include <fstream>
 #include <functional>
 
 #include "nn/blocks.h"
@@ -303,6 +306,33 @@ std::vector<std::string> zoo_architectures() {
 
 json arch_spec(const std::string& arch, int64_t in_channels, int64_t num_classes, int64_t height, int64_t width) {
   return {{"arch", arch}, {"in_channels", in_channels}, {"num_classes", num_classes}, {"input_size", {height, width}}};
+}
+
+json model_spec_for(const std::string& model, int64_t in_channels, int64_t num_classes, int64_t size) {
+  std::error_code ec;
+  const bool is_file = model.size() > 5 && model.compare(model.size() - 5, 5, ".json") == 0;
+  if (is_file || std::filesystem::is_regular_file(model, ec)) {
+    std::ifstream in(model, std::ios::binary);
+    if (!in) throw FileError(model + ": cannot open model spec");
+    json spec;
+    try {
+      spec = json::parse(in);
+    } catch (const json::parse_error& e) {
+      throw ValueError(model + ": invalid JSON model spec: " + e.what());
+    }
+    if (!spec.is_object()) throw ValueError(model + ": a model spec must be a JSON object");
+    spec["in_channels"] = in_channels;
+    spec["num_classes"] = num_classes;
+    spec["input_size"] = {size, size};
+    return spec;
+  }
+  const auto archs = zoo_architectures();
+  if (std::find(archs.begin(), archs.end(), model) == archs.end()) {
+    std::string list;
+    for (const auto& a : archs) list += (list.empty() ? "" : ", ") + a;
+    throw ValueError("unknown model '" + model + "': choose one of " + list + ", or give a JSON spec file");
+  }
+  return arch_spec(model, in_channels, num_classes, size, size);
 }
 
 json expand_spec(const json& spec) {

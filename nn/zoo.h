@@ -61,5 +61,10 @@ std::shared_ptr<Model> build_model(const nlohmann::json& spec, uint64_t seed = 0
 // Convenience: {"arch": arch, "in_channels": c, "num_classes": k, "input_size": [h, w]}.
 nlohmann::json arch_spec(const std::string& arch, int64_t in_channels, int64_t num_classes, int64_t height,
                          int64_t width);
+// What a command line's --model names: a zoo architecture, or a JSON spec file (a path
+// ending in .json, or any existing file), with the input channels, class count and a
+// square input size filled in. Throws FileError for an unreadable file, ValueError for
+// invalid JSON, a non-object spec or an unknown architecture name (listing the zoo).
+nlohmann::json model_spec_for(const std::string& model, int64_t in_channels, int64_t num_classes, int64_t size);
 
 }  // namespace cxr::nn

@@ -124,22 +124,12 @@ std::shared_ptr<nn::Model> make_model(const BenchArgs& a, std::string* label) {
   }
   const int64_t size = a.image_size > 0 ? a.image_size : 224, ch = a.channels > 0 ? a.channels : 1;
   nlohmann::json spec;
-  if (ends(".json")) {
-    std::ifstream in(m);
-    if (!in) throw FileError(m + ": cannot open model spec");
-    try {
-      spec = json::parse(in);
-    } catch (const json::parse_error& e) {
-      throw ValueError(m + ": invalid JSON: " + e.what());
-    }
-    spec["in_channels"] = ch;
-    spec["num_classes"] = a.classes;
-    spec["input_size"] = {size, size};
-  } else {
-    const auto archs = nn::zoo_architectures();
-    if (std::find(archs.begin(), archs.end(), m) == archs.end())
-      throw UsageError("unknown model '" + m + "': give a zoo architecture, a JSON spec or a .safetensors model file");
-    spec = nn::arch_spec(m, ch, a.classes, size, size);
+  try {
+    spec = nn::model_spec_for(m, ch, a.classes, size);
+  } catch (const ValueError& e) {
+    // A name that is neither a zoo architecture nor a file is a usage error (exit 2).
+    if (!ends(".json") && !fs::exists(m, ec)) throw UsageError(e.what());
+    throw;
   }
   *label = m;
   return nn::build_model(spec, 1);

@@ -185,32 +185,8 @@ std::string fingerprint(const data::Dataset& ds) {
 
 // ------------------------------------------------------------------ model
 json model_spec(const json& c, int64_t num_classes) {
-  const std::string m = c.at("model").get<std::string>();
-  const int64_t size = c.at("image_size").get<int64_t>(), ch = c.at("channels").get<int64_t>();
-  std::error_code ec;
-  const bool is_file = m.size() > 5 && m.substr(m.size() - 5) == ".json";
-  if (is_file || fs::is_regular_file(m, ec)) {
-    std::ifstream in(m, std::ios::binary);
-    if (!in) throw FileError(m + ": cannot open model spec");
-    json spec;
-    try {
-      spec = json::parse(in);
-    } catch (const json::parse_error& e) {
-      throw ValueError(m + ": invalid JSON model spec: " + e.what());
-    }
-    if (!spec.is_object()) throw ValueError(m + ": a model spec must be a JSON object");
-    spec["in_channels"] = ch;
-    spec["num_classes"] = num_classes;
-    spec["input_size"] = {size, size};
-    return spec;
-  }
-  const auto archs = nn::zoo_architectures();
-  if (std::find(archs.begin(), archs.end(), m) == archs.end()) {
-    std::string list;
-    for (const auto& a : archs) list += (list.empty() ? "" : ", ") + a;
-    throw ValueError("unknown model '" + m + "': choose one of " + list + ", or give a JSON spec file");
-  }
-  return nn::arch_spec(m, ch, num_classes, size, size);
+  return nn::model_spec_for(c.at("model").get<std::string>(), c.at("channels").get<int64_t>(), num_classes,
+                            c.at("image_size").get<int64_t>());
 }
 
 std::vector<std::pair<std::string, nn::Dropout*>> dropouts(nn::Model& m) {
