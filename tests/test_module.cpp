@@ -641,13 +641,19 @@ TEST(Layers, ConfigurationErrors) {
 
 // Forwards that record no gradient reuse the conv weights packed for the GEMM; every
 // way the engine changes the weights must be seen by the next such forward.
-TEST(Conv2d, InferencePackingFollowsWeightChanges) {
-  Generator gen(3);
+// A 3x3, padding-1 convolution with bias.
+nn::Conv2dConfig conv3x3(int64_t in, int64_t out) {
   nn::Conv2dConfig cfg;
-  cfg.in_channels = 16;
-  cfg.out_channels = 32;
+  cfg.in_channels = in;
+  cfg.out_channels = out;
   cfg.kernel = 3;
   cfg.padding = 1;
+  return cfg;
+}
+
+TEST(Conv2d, InferencePackingFollowsWeightChanges) {
+  Generator gen(3);
+  const nn::Conv2dConfig cfg = conv3x3(16, 32);
   auto conv = std::make_shared<nn::Conv2d>(cfg, gen);
   Generator g(4);
   const Tensor x = rand_normal({2, 16, 9, 9}, g, 0.0, 1.0, DType::f32);
@@ -707,12 +713,7 @@ TEST(Conv2d, InferencePackingFollowsWeightChanges) {
 
 TEST(Conv2d, ConcurrentInferenceForwardsAgree) {
   Generator gen(5);
-  nn::Conv2dConfig cfg;
-  cfg.in_channels = 24;
-  cfg.out_channels = 40;
-  cfg.kernel = 3;
-  cfg.padding = 1;
-  auto conv = std::make_shared<nn::Conv2d>(cfg, gen);
+  auto conv = std::make_shared<nn::Conv2d>(conv3x3(24, 40), gen);
   Generator g(6);
   const Tensor x = rand_normal({1, 24, 12, 12}, g, 0.0, 1.0, DType::f32);
   std::vector<double> want;

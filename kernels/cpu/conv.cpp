@@ -2,13 +2,12 @@
 // for depthwise convolutions (one input channel per group), where a GEMM of depth
 // R*S would waste most of its time on packing.
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
-#include <memory>
 #include <type_traits>
 #include <vector>
 
 #include "kernels/conv.h"
+#include "kernels/cpu/scratch.h"
 #include "kernels/gemm.h"
 
 namespace cxr::cpu {
@@ -253,22 +252,6 @@ bool conv2d_pack_weights(const Conv2dShape& s, const float* w, PackedConvWeights
 
 namespace {
 
-// A per-thread scratch block that grows and is never value-initialised (the packed-GEMM
-// forward overwrites everything it reads).
-float* scratch(int slot, size_t floats) {
-  struct Free {
-    void operator()(float* p) const { std::free(p); }
-  };
-  thread_local std::unique_ptr<float, Free> bufs[3];
-  thread_local size_t sizes[3] = {0, 0, 0};
-  if (sizes[slot] < floats) {
-    bufs[slot].reset(static_cast<float*>(std::aligned_alloc(64, (floats * sizeof(float) + 63) / 64 * 64)));
-    if (!bufs[slot]) throw std::bad_alloc();
-    sizes[slot] = floats;
-  }
-  return bufs[slot].get();
-}
-
 // Writes the R*S packed-B rows of input channel c (within group g) for a tile: im2col
 // of that channel into `rows` (R*S x cols), then scattered into the GEMM's panels; a
 // 1x1 stride-1 convolution over one image packs straight from x.
@@ -280,23 +263,38 @@ void pack_channel(const Conv2dShape& s, const float* x, const Tile& tl, int64_t 
     sgemm_pack_b_row(CRS, cols, c, x + (tl.n0 * s.C + ch) * HW + tl.pix0, pb);
     return;
   }
-  float* rows = scratch(0, static_cast<size_t>(RS * cols));
+  float* rows = thread_scratch(kScratchConvRows, static_cast<size_t>(RS * cols));
   for (int64_t i = 0; i < tl.nimg; ++i)
     im2col(s, x + (tl.n0 + i) * s.C * HW, ch, 1, tl.pix0, tl.npix, rows + i * tl.npix, cols);
   for (int64_t r = 0; r < RS; ++r) sgemm_pack_b_row(CRS, cols, c * RS + r, rows + r * cols, pb);
 }
 
+// Where the GEMM writes a tile's output for group g: straight into y (ld P*Q) for one
+// image, else into `out` (ld cols), scattered by conv_epilogue.
+template <typename T>
+struct Output {
+  T* p;
+  int64_t ld;
+};
+template <typename T>
+Output<T> tile_output(const Conv2dShape& s, const Tile& tl, int64_t g, T* y, T* out) {
+  const int64_t PQ = s.P() * s.Q();
+  if (tl.nimg == 1) return {y + (tl.n0 * s.K + g * (s.K / s.groups)) * PQ + tl.pix0, PQ};
+  return {out, tl.cols()};
+}
+
 // Bias and, for a tile of several images, the scatter of out (Kg x cols) into y, for
 // output channels [k0, k1) of group g.
-void conv_epilogue(const Conv2dShape& s, const Tile& tl, int64_t g, const float* out, const float* b, int64_t k0,
-                   int64_t k1, float* y) {
+template <typename T>
+void conv_epilogue(const Conv2dShape& s, const Tile& tl, int64_t g, const T* out, const T* b, int64_t k0, int64_t k1,
+                   T* y) {
   const int64_t Kg = s.K / s.groups, PQ = s.P() * s.Q(), cols = tl.cols();
   for (int64_t i = 0; i < tl.nimg; ++i)
     for (int64_t k = k0; k < k1; ++k) {
-      float* yrow = y + ((tl.n0 + i) * s.K + g * Kg + k) * PQ + tl.pix0;
-      const float bv = b ? b[g * Kg + k] : 0.0f;
+      T* yrow = y + ((tl.n0 + i) * s.K + g * Kg + k) * PQ + tl.pix0;
+      const T bv = b ? b[g * Kg + k] : T(0);
       if (tl.nimg > 1) {
-        const float* orow = out + k * cols + i * tl.npix;
+        const T* orow = out + k * cols + i * tl.npix;
         for (int64_t j = 0; j < tl.npix; ++j) yrow[j] = orow[j] + bv;
       } else if (b) {
         for (int64_t j = 0; j < tl.npix; ++j) yrow[j] += bv;
@@ -310,23 +308,14 @@ void conv_epilogue(const Conv2dShape& s, const Tile& tl, int64_t g, const float*
 // threads together (channels split) and then shared while they split the output rows.
 void conv_forward_packed(ThreadPool& pool, const Conv2dShape& s, const float* x, const PackedConvWeights& pw,
                          const float* b, float* y) {
-  const int64_t G = s.groups, Cg = s.C / G, Kg = s.K / G, CRS = Cg * s.R * s.S, PQ = s.P() * s.Q();
+  const int64_t G = s.groups, Cg = s.C / G, Kg = s.K / G, CRS = Cg * s.R * s.S;
   const std::vector<Tile> tiles = make_tiles(s, CRS, pool.num_threads());
   const bool pw1 = is_pointwise(s);
-  auto target = [&](const Tile& tl, int64_t g, float* out, float** dst, int64_t* ldc) {
-    if (tl.nimg == 1) {
-      *dst = y + (tl.n0 * s.K + g * Kg) * PQ + tl.pix0;
-      *ldc = PQ;
-    } else {
-      *dst = out;
-      *ldc = tl.cols();
-    }
-  };
+
   if (static_cast<int64_t>(tiles.size()) < pool.num_threads()) {
     int64_t max_cols = 0;
     for (const Tile& tl : tiles) max_cols = std::max(max_cols, tl.cols());
-    // This thread's slot 1 (pack_channel uses slot 0, on whichever thread runs it).
-    float* pb = scratch(1, sgemm_packed_b_floats(CRS, max_cols));
+    float* pb = thread_scratch(kScratchConvPackedB, sgemm_packed_b_floats(CRS, max_cols));
     std::vector<float> out_buf;
     const int64_t mr = sgemm_panel_rows(), panels = (Kg + mr - 1) / mr;
     for (const Tile& tl : tiles) {
@@ -336,9 +325,9 @@ void conv_forward_packed(ThreadPool& pool, const Conv2dShape& s, const float* x,
         pool.parallel_for(Cg, 1, [&](int64_t c0, int64_t c1) {
           for (int64_t c = c0; c < c1; ++c) pack_channel(s, x, tl, g, c, pw1, pb);
         });
-        float* dst;
-        int64_t ldc;
-        target(tl, g, out_buf.data(), &dst, &ldc);
+        const Output<float> o = tile_output(s, tl, g, y, out_buf.data());
+        float* dst = o.p;
+        const int64_t ldc = o.ld;
         const float* pa = pw.data.data() + g * pw.per_group;
         pool.parallel_for(panels, 1, [&](int64_t p0, int64_t p1) {
           const int64_t m0 = p0 * mr, m1 = std::min(Kg, p1 * mr);
@@ -353,13 +342,13 @@ void conv_forward_packed(ThreadPool& pool, const Conv2dShape& s, const float* x,
     for (int64_t ti = t0; ti < t1; ++ti) {
       const Tile& tl = tiles[ti];
       const int64_t cols = tl.cols();
-      float* pb = scratch(1, sgemm_packed_b_floats(CRS, cols));
-      float* out = tl.nimg > 1 ? scratch(2, static_cast<size_t>(Kg * cols)) : nullptr;
+      float* pb = thread_scratch(kScratchConvPackedB, sgemm_packed_b_floats(CRS, cols));
+      float* out = tl.nimg > 1 ? thread_scratch(kScratchConvOut, static_cast<size_t>(Kg * cols)) : nullptr;
       for (int64_t g = 0; g < G; ++g) {
         for (int64_t c = 0; c < Cg; ++c) pack_channel(s, x, tl, g, c, pw1, pb);
-        float* dst;
-        int64_t ldc;
-        target(tl, g, out, &dst, &ldc);
+        const Output<float> o = tile_output(s, tl, g, y, out);
+        float* dst = o.p;
+        const int64_t ldc = o.ld;
         sgemm_avx2_packed_ab(Kg, cols, CRS, pw.data.data() + g * pw.per_group, pb, 0, Kg, dst, ldc);
         conv_epilogue(s, tl, g, dst, b, 0, Kg, y);
       }
@@ -408,33 +397,16 @@ void conv2d_forward(ThreadPool& pool, const Conv2dShape& s, const T* x, const T*
       const int64_t cols = tl.cols();
       for (int64_t g = 0; g < G; ++g) {
         const Operand<T> bsrc = tile_im2col(s, x, tl, g, pw, col);
-        // C: straight into y for a single image, else a buffer scattered per image.
-        T* dst;
-        int64_t ldc;
-        if (tl.nimg == 1) {
-          dst = y + (tl.n0 * s.K + g * Kg) * PQ + tl.pix0;
-          ldc = PQ;
-        } else {
-          out.resize(Kg * cols);
-          dst = out.data();
-          ldc = cols;
-        }
+        if (tl.nimg > 1) out.resize(Kg * cols);
+        const Output<T> o = tile_output(s, tl, g, y, out.data());
+        T* dst = o.p;
+        const int64_t ldc = o.ld;
         if (threaded_gemm)
           gemm_parallel(pool, Trans::no, Trans::no, Kg, cols, CRS, T(1), w + g * Kg * CRS, CRS, bsrc.p, bsrc.ld, T(0),
                         dst, ldc);
         else
           gemm(Trans::no, Trans::no, Kg, cols, CRS, T(1), w + g * Kg * CRS, CRS, bsrc.p, bsrc.ld, T(0), dst, ldc);
-        for (int64_t i = 0; i < tl.nimg; ++i)
-          for (int64_t k = 0; k < Kg; ++k) {
-            T* yrow = y + ((tl.n0 + i) * s.K + g * Kg + k) * PQ + tl.pix0;
-            const T bv = b ? b[g * Kg + k] : T(0);
-            if (tl.nimg > 1) {
-              const T* orow = out.data() + k * cols + i * tl.npix;
-              for (int64_t j = 0; j < tl.npix; ++j) yrow[j] = orow[j] + bv;
-            } else if (b) {
-              for (int64_t j = 0; j < tl.npix; ++j) yrow[j] += bv;
-            }
-          }
+        conv_epilogue(s, tl, g, static_cast<const T*>(dst), b, int64_t(0), Kg, y);
       }
     }
   });

@@ -14,6 +14,7 @@
 #include <cstring>
 #include <memory>
 
+#include "kernels/cpu/scratch.h"
 #include "kernels/gemm.h"
 
 namespace cxr::cpu {
@@ -22,22 +23,6 @@ namespace {
 
 constexpr int64_t MR = 6, NR = 16;
 constexpr int64_t KC = 256, MC = 96, NC = 2048;
-
-struct AlignedFree {
-  void operator()(float* p) const { std::free(p); }
-};
-
-// Per-thread packing buffers, allocated once (conv kernels call this from pool workers).
-float* pack_buffer(int which, size_t floats) {
-  thread_local std::unique_ptr<float, AlignedFree> bufs[2];
-  thread_local size_t sizes[2] = {0, 0};
-  if (sizes[which] < floats) {
-    bufs[which].reset(static_cast<float*>(std::aligned_alloc(64, ((floats * 4 + 63) / 64) * 64)));
-    sizes[which] = bufs[which] ? floats : 0;
-    if (!bufs[which]) throw std::bad_alloc();
-  }
-  return bufs[which].get();
-}
 
 // op(A) rows [i0, i0+mc), cols [k0, k0+kc) -> panels of MR rows: dst[(p*kc + k)*MR + r].
 void pack_a(Trans ta, const float* A, int64_t lda, int64_t i0, int64_t k0, int64_t mc, int64_t kc, float* dst) {
@@ -217,8 +202,8 @@ void gemm_blocked(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alp
     }
     return;
   }
-  float* bpack = pack_buffer(0, static_cast<size_t>(KC * ((std::min(N, NC) + NR - 1) / NR * NR)));
-  float* abuf = pack_buffer(1, static_cast<size_t>(KC * padded_m(std::min(M, MC))));
+  float* bpack = thread_scratch(kScratchGemmB, static_cast<size_t>(KC * ((std::min(N, NC) + NR - 1) / NR * NR)));
+  float* abuf = thread_scratch(kScratchGemmA, static_cast<size_t>(KC * padded_m(std::min(M, MC))));
   for (int64_t jc = 0; jc < N; jc += NC) {
     const int64_t nc = std::min(NC, N - jc);
     for (int64_t pc = 0; pc < K; pc += KC) {
@@ -239,6 +224,20 @@ void gemm_blocked(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alp
 }
 
 }  // namespace
+
+float* thread_scratch(ScratchSlot slot, size_t floats) {
+  struct Free {
+    void operator()(float* p) const { std::free(p); }
+  };
+  thread_local std::unique_ptr<float, Free> bufs[kScratchSlots];
+  thread_local size_t sizes[kScratchSlots] = {};
+  if (sizes[slot] < floats) {
+    bufs[slot].reset(static_cast<float*>(std::aligned_alloc(64, (floats * sizeof(float) + 63) / 64 * 64)));
+    sizes[slot] = bufs[slot] ? floats : 0;
+    if (!bufs[slot]) throw std::bad_alloc();
+  }
+  return bufs[slot].get();
+}
 
 bool sgemm_avx2(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
                 const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
