@@ -303,8 +303,12 @@ int run_bench(const Args& a) {
   std::vector<int> thread_counts{1};
   if (a.threads > 1) thread_counts.push_back(a.threads);
   for (int t : thread_counts) {
-    auto times = time_passes(files.size(), t, a.iters, [&](size_t i, int, int) {
-      const Image img = decode_image_memory(files[i].bytes.data(), files[i].bytes.size(), files[i].path, dopt);
+    // One output Image per thread, reused from file to file as the Loader's workers do
+    // (and as tjbench reuses its output buffer).
+    std::vector<Image> imgs(static_cast<size_t>(t));
+    auto times = time_passes(files.size(), t, a.iters, [&](size_t i, int th, int) {
+      Image& img = imgs[static_cast<size_t>(th)];
+      decode_image_memory_into(files[i].bytes.data(), files[i].bytes.size(), files[i].path, dopt, img);
       if (img.empty()) std::abort();
     });
     report("decode", format, a, t, files.size(), src_pixels, times, source, decoded);
@@ -312,7 +316,8 @@ int run_bench(const Args& a) {
     std::vector<std::vector<float>> out(static_cast<size_t>(t),
                                         std::vector<float>(static_cast<size_t>(a.channels) * a.size * a.size));
     times = time_passes(files.size(), t, a.iters, [&](size_t i, int th, int pass) {
-      const Image img = decode_image_memory(files[i].bytes.data(), files[i].bytes.size(), files[i].path, dopt);
+      Image& img = imgs[static_cast<size_t>(th)];
+      decode_image_memory_into(files[i].bytes.data(), files[i].bytes.size(), files[i].path, dopt, img);
       run_pipeline(img, p, /*train=*/true, SampleRng{0, pass, static_cast<int64_t>(i)}, out[th].data());
     });
     report("decode+pipeline", format, a, t, files.size(), src_pixels, times, source, decoded);

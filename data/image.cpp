@@ -160,6 +160,17 @@ void convert_row(const uint8_t* row, int width, float* const* dst) {
     for (int x = 0; x < width; ++x) out[x] = static_cast<float>(row[x]) / 255.0f;
     return;
   }
+  if constexpr (Src == 3 && Out == 3 && !Wide) {  // RGB JPEGs and PNGs: the same, de-interleaving
+    float* __restrict r = dst[0];
+    float* __restrict g = dst[1];
+    float* __restrict b = dst[2];
+    for (int x = 0; x < width; ++x) {
+      r[x] = static_cast<float>(row[3 * x]) / 255.0f;
+      g[x] = static_cast<float>(row[3 * x + 1]) / 255.0f;
+      b[x] = static_cast<float>(row[3 * x + 2]) / 255.0f;
+    }
+    return;
+  }
   constexpr bool kColor = Src >= 3;
   constexpr bool kAlpha = Src == 2 || Src == 4;
   for (int x = 0; x < width; ++x) {
@@ -451,7 +462,7 @@ ImageInfo jpeg_info(const JpegDecoder& d, int orientation) {
   return info;
 }
 
-Image decode_jpeg(const uint8_t* data, size_t size, const std::string& name, const DecodeOptions& opts) {
+void decode_jpeg(const uint8_t* data, size_t size, const std::string& name, const DecodeOptions& opts, Image& img) {
   JpegDecoder d;
   if (!jpeg_header_phase(&d, data, size, opts.limits.max_jpeg_scans)) jpeg_throw(d, name);
   jpeg_decompress_struct& c = d.cinfo;
@@ -481,7 +492,7 @@ Image decode_jpeg(const uint8_t* data, size_t size, const std::string& name, con
   if (!jpeg_calc_phase(&d, denom)) jpeg_throw(d, name);
   const int w = static_cast<int>(c.output_width), h = static_cast<int>(c.output_height);
 
-  Image img(out_ch, h, w);
+  img.reshape(out_ch, h, w);
   const size_t stride = static_cast<size_t>(w) * c.output_components;
   std::vector<uint8_t> strip(stride * kStripRows);
   JpegRows rows{};
@@ -496,7 +507,7 @@ Image decode_jpeg(const uint8_t* data, size_t size, const std::string& name, con
     std::copy_n(img.plane(0), img.plane_size(), img.plane(1));
     std::copy_n(img.plane(0), img.plane_size(), img.plane(2));
   }
-  return apply_orientation(std::move(img), orientation);
+  if (orientation > 1) img = apply_orientation(std::move(img), orientation);
 }
 
 ImageInfo probe_jpeg(const uint8_t* data, size_t size, const std::string& name, const DecodeLimits& limits,
@@ -625,7 +636,7 @@ ImageInfo png_info(const PngReader& r) {
   return info;
 }
 
-Image decode_png(const uint8_t* data, size_t size, const std::string& name, const DecodeOptions& opts) {
+void decode_png(const uint8_t* data, size_t size, const std::string& name, const DecodeOptions& opts, Image& img) {
   PngReader r;
   png_open(r, data, size, name);
   if (!png_header_phase(&r, &opts.limits)) png_throw(r, name);
@@ -638,7 +649,7 @@ Image decode_png(const uint8_t* data, size_t size, const std::string& name, cons
   const bool color = src_ch >= 3;
   const int out_ch = opts.channels ? opts.channels : (color ? 3 : 1);
   const int w = info.width, h = info.height;
-  Image img(out_ch, h, w);
+  img.reshape(out_ch, h, w);
 
   PngRows rows{};
   rows.rowbytes = png_get_rowbytes(r.png, r.info);
@@ -659,7 +670,6 @@ Image decode_png(const uint8_t* data, size_t size, const std::string& name, cons
     std::copy_n(img.plane(0), img.plane_size(), img.plane(1));
     std::copy_n(img.plane(0), img.plane_size(), img.plane(2));
   }
-  return img;
 }
 
 ImageInfo probe_png(const uint8_t* data, size_t size, const std::string& name, const DecodeLimits& limits,
@@ -837,21 +847,34 @@ ImageInfo probe_image(const std::string& path, const DecodeLimits& limits) {
   return probe_memory(f.data.get(), f.size, path, limits, nullptr);
 }
 
-Image decode_image_memory(const void* data, size_t size, const std::string& name, const DecodeOptions& opts) {
+void decode_image_memory_into(const void* data, size_t size, const std::string& name, const DecodeOptions& opts,
+                              Image& out) {
   check_options(opts);
   CXR_CHECK(data || size == 0, "decode_image_memory: null data with size ", size, " for '", name, "'");
   if (static_cast<uint64_t>(size) > static_cast<uint64_t>(opts.limits.max_file_bytes))
     fail(name, detail::cat("file is ", size, " bytes, more than the limit of ", opts.limits.max_file_bytes,
                            " (DecodeLimits::max_file_bytes)"));
   const auto* p = static_cast<const uint8_t*>(data);
-  return sniff_or_throw(p, size, name) == ImageFormat::png ? decode_png(p, size, name, opts)
-                                                           : decode_jpeg(p, size, name, opts);
+  if (sniff_or_throw(p, size, name) == ImageFormat::png) decode_png(p, size, name, opts, out);
+  else decode_jpeg(p, size, name, opts, out);
+}
+
+Image decode_image_memory(const void* data, size_t size, const std::string& name, const DecodeOptions& opts) {
+  Image img;
+  decode_image_memory_into(data, size, name, opts, img);
+  return img;
+}
+
+void decode_image_into(const std::string& path, const DecodeOptions& opts, Image& out) {
+  check_options(opts);
+  const FileBytes f = read_file(path, opts.limits, 0);
+  decode_image_memory_into(f.data.get(), f.size, path, opts, out);
 }
 
 Image decode_image(const std::string& path, const DecodeOptions& opts) {
-  check_options(opts);
-  const FileBytes f = read_file(path, opts.limits, 0);
-  return decode_image_memory(f.data.get(), f.size, path, opts);
+  Image img;
+  decode_image_into(path, opts, img);
+  return img;
 }
 
 std::vector<uint8_t> to_u8_interleaved(const Image& img) {

@@ -29,6 +29,13 @@ struct Image {
   Image() = default;
   Image(int c, int h, int w, float fill = 0.0f)
       : channels(c), height(h), width(w), data(static_cast<size_t>(c) * h * w, fill) {}
+  // Sets the dimensions and sizes `data` to match, keeping its allocation when it is
+  // large enough; the values are unspecified afterwards (the caller overwrites them).
+  // Lets a worker decode image after image into one buffer.
+  void reshape(int c, int h, int w) {
+    channels = c, height = h, width = w;
+    data.resize(static_cast<size_t>(c) * h * w);
+  }
   bool empty() const { return data.empty(); }
   size_t plane_size() const { return static_cast<size_t>(height) * width; }
   float* plane(int c) { return data.data() + c * plane_size(); }
@@ -73,6 +80,12 @@ struct DecodeOptions {
 // errors.
 Image decode_image(const std::string& path, const DecodeOptions& opts = {});
 Image decode_image_memory(const void* data, size_t size, const std::string& name, const DecodeOptions& opts = {});
+// The same, decoding into `out` (reshaped; its allocation is reused when large enough), so
+// a loop over files allocates pixel memory once. On an error `out` is left valid but its
+// contents unspecified.
+void decode_image_into(const std::string& path, const DecodeOptions& opts, Image& out);
+void decode_image_memory_into(const void* data, size_t size, const std::string& name, const DecodeOptions& opts,
+                              Image& out);
 
 // 8-bit interleaved pixels (HWC), for overlays and viewers. Values are clamped to [0, 1]
 // and rounded: v8 = round(v * 255).

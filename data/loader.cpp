@@ -140,6 +140,10 @@ int64_t Loader::batches_per_epoch() const {
 }
 
 void Loader::worker_loop() {
+  // Each worker decodes into one Image, reused from sample to sample (no page faults for
+  // a fresh multi-megabyte buffer per image); one much larger than usual is let go.
+  constexpr size_t kKeepFloats = size_t{32} << 20;  // 128 MiB
+  Image decoded;
   std::unique_lock<std::mutex> lock(mutex_);
   const auto S = static_cast<int64_t>(slots_.size());
   auto takeable = [&] {
@@ -164,7 +168,8 @@ void Loader::worker_loop() {
     }
     ++busy_;
     lock.unlock();
-    process(pos, s);
+    process(pos, s, decoded);
+    if (decoded.data.capacity() > kKeepFloats) decoded = Image();
     lock.lock();
     const bool complete = --s.remaining == 0;
     if (complete && options_.device.is_cuda()) {
@@ -198,7 +203,7 @@ void Loader::upload(Slot& s) noexcept {
 // row is this worker's alone until the batch completes. order_ and epoch_ only change in
 // start_epoch, which first waits for every worker to be idle. Nothing escapes: errors are
 // kept for next(), which turns them into warnings or rethrows them.
-void Loader::process(int64_t pos, Slot& slot) noexcept {
+void Loader::process(int64_t pos, Slot& slot, Image& img) noexcept {
   const int64_t k = pos - batch_begin(slot.batch);
   const int64_t index = order_[static_cast<size_t>(pos)];
   const Pipeline& p = options_.pipeline;
@@ -210,7 +215,7 @@ void Loader::process(int64_t pos, Slot& slot) noexcept {
       dopt.min_height = p.height;
     }
     dopt.limits = options_.limits;
-    const Image img = decode_image(dataset_.samples[static_cast<size_t>(index)].path, dopt);
+    decode_image_into(dataset_.samples[static_cast<size_t>(index)].path, dopt, img);
     run_pipeline(img, p, options_.train, SampleRng{options_.seed, epoch_, index}, slot.sample(k, sample_floats_));
     slot.status[k] = SampleStatus::ok;
   } catch (const FileError&) {

@@ -113,7 +113,7 @@ class Loader {
   void upload(Slot& s) noexcept;
   Rows sort_out(Slot& s, int64_t b);
   Batch assemble(Slot& s, const Rows& r) const;
-  void process(int64_t pos, Slot& slot) noexcept;
+  void process(int64_t pos, Slot& slot, Image& decoded) noexcept;
   void reclaim_copies(std::unique_lock<std::mutex>& lock, Slot* must_free);
   void drain(std::unique_lock<std::mutex>& lock);
   int64_t batch_begin(int64_t b) const { return b * options_.batch_size; }

@@ -11,8 +11,9 @@
 //     [o * scale, (o + 1) * scale), where input pixel i covers [i, i + 1); partly covered
 //     pixels get their covered fraction as weight. Overlaps are computed in integers
 //     (units of 1/out) so weights such as 1/2 for a factor of 2 are exact.
-//   Weight tables are built once per call; the horizontal pass runs over every input row
-//   first, then the vertical pass combines those rows.
+//   Weight tables are built once per call. When the height shrinks or stays, each output
+//   row combines its input rows first and then takes the horizontal pass; when it grows,
+//   every input row takes the horizontal pass first. (Float rounding follows that order.)
 // * center_crop puts the window at top = (H - h) / 2, left = (W - w) / 2, rounded down.
 // * rotate(img, deg): a positive angle turns the picture counter-clockwise as displayed
 //   (y down), about c = ((w - 1) / 2, (h - 1) / 2). Output pixel p samples the input at
@@ -139,57 +140,78 @@ AxisTable make_axis_table(int in, int out) {
   return t;
 }
 
-template <int T>
-void hpass_fixed(const float* src, float* dst, int out, const int* first, const float* w) {
+// Horizontal pass over one row of `in` floats into `out = table size` floats. With
+// Mirror the row is read reversed (input i is src[in - 1 - i]) with the same weights in
+// the same order, so the result equals resizing a flipped row bit for bit. T > 0 fixes the
+// tap count at compile time; T == 0 reads it from `taps`.
+template <int T, bool Mirror>
+void hpass_fixed(const float* src, int in, float* dst, int out, const int* first, const float* w, int taps) {
+  const int n = T > 0 ? T : taps;
   for (int o = 0; o < out; ++o) {
-    const float* s = src + first[o];
-    const float* wt = w + static_cast<size_t>(o) * T;
-    float acc = wt[0] * s[0];
-    for (int k = 1; k < T; ++k) acc += wt[k] * s[k];
+    const float* wt = w + static_cast<size_t>(o) * n;
+    float acc;
+    if constexpr (Mirror) {
+      const float* s = src + (in - 1 - first[o]);
+      acc = wt[0] * s[0];
+      for (int k = 1; k < n; ++k) acc += wt[k] * s[-k];
+    } else {
+      const float* s = src + first[o];
+      acc = wt[0] * s[0];
+      for (int k = 1; k < n; ++k) acc += wt[k] * s[k];
+    }
     dst[o] = acc;
   }
 }
 
-// Horizontal pass over one row.
-void hpass(const float* src, float* dst, const AxisTable& t) {
+template <bool Mirror>
+void hpass_taps(const float* src, int in, float* dst, const AxisTable& t) {
   const int out = static_cast<int>(t.first.size());
   const int* first = t.first.data();
   const float* w = t.w.data();
   switch (t.taps) {
-    case 1: hpass_fixed<1>(src, dst, out, first, w); return;
-    case 2: hpass_fixed<2>(src, dst, out, first, w); return;
-    case 3: hpass_fixed<3>(src, dst, out, first, w); return;
-    case 4: hpass_fixed<4>(src, dst, out, first, w); return;
-    case 5: hpass_fixed<5>(src, dst, out, first, w); return;
-    default: break;
-  }
-  const int taps = t.taps;
-  for (int o = 0; o < out; ++o) {
-    const float* s = src + first[o];
-    const float* wt = w + static_cast<size_t>(o) * taps;
-    float acc = wt[0] * s[0];
-    for (int k = 1; k < taps; ++k) acc += wt[k] * s[k];
-    dst[o] = acc;
+    case 1: return hpass_fixed<1, Mirror>(src, in, dst, out, first, w, 1);
+    case 2: return hpass_fixed<2, Mirror>(src, in, dst, out, first, w, 2);
+    case 3: return hpass_fixed<3, Mirror>(src, in, dst, out, first, w, 3);
+    case 4: return hpass_fixed<4, Mirror>(src, in, dst, out, first, w, 4);
+    case 5: return hpass_fixed<5, Mirror>(src, in, dst, out, first, w, 5);
+    case 6: return hpass_fixed<6, Mirror>(src, in, dst, out, first, w, 6);
+    case 7: return hpass_fixed<7, Mirror>(src, in, dst, out, first, w, 7);
+    case 8: return hpass_fixed<8, Mirror>(src, in, dst, out, first, w, 8);
+    default: return hpass_fixed<0, Mirror>(src, in, dst, out, first, w, t.taps);
   }
 }
 
-// Vertical pass for output row o: dst = sum_k w_k * row(first + k), rows of `width`
-// floats. Zero weights are skipped (they come from window shifts).
-void vpass_row(const float* src, int width, float* dst, const AxisTable& t, int o) {
+// Horizontal pass over one row of `in` floats (identity tables copy), mirrored on request.
+void hpass(const float* src, int in, float* dst, const AxisTable& t, bool mirror) {
+  if (t.identity) {
+    if (mirror) std::reverse_copy(src, src + in, dst);
+    else std::memcpy(dst, src, sizeof(float) * in);
+    return;
+  }
+  if (mirror) hpass_taps<true>(src, in, dst, t);
+  else hpass_taps<false>(src, in, dst, t);
+}
+
+// Vertical combination for output row o: dst = sum_k w_k * row(first + k), rows of `n`
+// floats, `row(i)` giving input row i. Zero weights are skipped (they come from window
+// shifts).
+template <class RowAt>
+void vpass_row(RowAt row, int n, float* dst, const AxisTable& t, int o) {
   const float* wt = t.w.data() + static_cast<size_t>(o) * t.taps;
   bool started = false;
   for (int k = 0; k < t.taps; ++k) {
     const float wk = wt[k];
     if (wk == 0.0f) continue;
-    const float* s = src + static_cast<size_t>(t.first[o] + k) * width;
+    const float* __restrict s = row(t.first[o] + k);
+    float* __restrict d = dst;
     if (!started) {
-      for (int x = 0; x < width; ++x) dst[x] = wk * s[x];
+      for (int x = 0; x < n; ++x) d[x] = wk * s[x];
       started = true;
     } else {
-      for (int x = 0; x < width; ++x) dst[x] += wk * s[x];
+      for (int x = 0; x < n; ++x) d[x] += wk * s[x];
     }
   }
-  if (!started) std::fill(dst, dst + width, 0.0f);
+  if (!started) std::fill(dst, dst + n, 0.0f);
 }
 
 // Per-channel normalization applied to each finished output row.
@@ -203,38 +225,65 @@ inline void finish_row(float* row, int n, const Norm* norm, int c) {
   for (int i = 0; i < n; ++i) row[i] = (row[i] - m) / s;
 }
 
+// Scratch floats for the resize passes. Up to 4 MiB is kept per thread between calls (the
+// loader's workers resize image after image); larger requests use `local`.
+float* resize_scratch(size_t n, std::vector<float>& local) {
+  thread_local std::vector<float> kept;
+  constexpr size_t kKeepFloats = size_t{1} << 20;
+  std::vector<float>& v = n <= kKeepFloats ? kept : local;
+  if (v.size() < n) v.resize(n);
+  return v.data();
+}
+
 // Resizes `img` into `out` (channels * oh * ow floats), normalizing each output row
-// while it is in cache when `norm` is given.
-void resize_into(const Image& img, int oh, int ow, float* out, const Norm* norm) {
+// while it is in cache when `norm` is given. flip_h / flip_v resize the mirrored image
+// (bit-identical to flipping first) by reading the input reversed.
+//
+// Order of the passes: when the height shrinks (or stays), each output row first
+// combines its input rows at full width (contiguous, vectorized) and then takes one
+// horizontal pass, so the horizontal pass runs over oh rows instead of ih and no
+// intermediate plane exists. When the height grows, every input row takes its horizontal
+// pass first (into an ih x ow plane) and output rows combine those.
+void resize_into(const Image& img, int oh, int ow, float* out, const Norm* norm, bool flip_h = false,
+                 bool flip_v = false) {
   const int ih = img.height, iw = img.width;
   const AxisTable tx = make_axis_table(iw, ow), ty = make_axis_table(ih, oh);
-  std::vector<float> tmp;
-  if (!tx.identity && !ty.identity) tmp.resize(static_cast<size_t>(ih) * ow);
   const size_t out_plane = static_cast<size_t>(oh) * ow;
+  const bool rows_first = !ty.identity && oh <= ih;
+  const bool direct = tx.identity && !flip_h;  // a horizontal pass would be a plain copy
+  std::vector<float> local;
+  float* tmp = nullptr;
+  if (rows_first && !direct) tmp = resize_scratch(static_cast<size_t>(iw), local);
+  if (!ty.identity && !rows_first && !direct) tmp = resize_scratch(static_cast<size_t>(ih) * ow, local);
   for (int c = 0; c < img.channels; ++c) {
     const float* src = img.plane(c);
+    const auto in_row = [&](int y) { return src + static_cast<size_t>(flip_v ? ih - 1 - y : y) * iw; };
     float* dst = out + c * out_plane;
-    if (tx.identity && ty.identity) {
+    if (ty.identity) {
       for (int y = 0; y < oh; ++y) {
         float* row = dst + static_cast<size_t>(y) * ow;
-        std::memcpy(row, src + static_cast<size_t>(y) * iw, sizeof(float) * ow);
+        hpass(in_row(y), iw, row, tx, flip_h);
         finish_row(row, ow, norm, c);
       }
-    } else if (ty.identity) {
+    } else if (rows_first) {
       for (int y = 0; y < oh; ++y) {
         float* row = dst + static_cast<size_t>(y) * ow;
-        hpass(src + static_cast<size_t>(y) * iw, row, tx);
+        if (direct) {
+          vpass_row(in_row, iw, row, ty, y);
+        } else {
+          vpass_row(in_row, iw, tmp, ty, y);
+          hpass(tmp, iw, row, tx, flip_h);
+        }
         finish_row(row, ow, norm, c);
       }
     } else {
-      const float* rows = src;
-      if (!tx.identity) {
-        for (int y = 0; y < ih; ++y) hpass(src + static_cast<size_t>(y) * iw, tmp.data() + static_cast<size_t>(y) * ow, tx);
-        rows = tmp.data();
-      }
+      const auto tmp_row = [&](int y) { return tmp + static_cast<size_t>(y) * ow; };
+      if (!direct)
+        for (int y = 0; y < ih; ++y) hpass(in_row(y), iw, tmp + static_cast<size_t>(y) * ow, tx, flip_h);
       for (int y = 0; y < oh; ++y) {
         float* row = dst + static_cast<size_t>(y) * ow;
-        vpass_row(rows, ow, row, ty, y);
+        if (direct) vpass_row(in_row, ow, row, ty, y);
+        else vpass_row(tmp_row, ow, row, ty, y);
         finish_row(row, ow, norm, c);
       }
     }
@@ -635,11 +684,22 @@ void run_pipeline(const Image& decoded, const Pipeline& p, bool train, const Sam
     converted = convert_channels(decoded, p.channels);
     cur = &converted;
   }
+  bool flip_h = false, flip_v = false;
   if (train && p.augment.any()) {
-    augmented = augment(*cur, p.augment, rng);
-    cur = &augmented;
+    AugmentOptions rest = p.augment;
+    rest.hflip = rest.vflip = false;
+    if (rest.any()) {
+      augmented = augment(*cur, p.augment, rng);
+      cur = &augmented;
+    } else {
+      // Flips alone: the resize reads the image mirrored (bit-identical to flipping a copy
+      // first, with the same draws as augment), so the decoded image is not copied.
+      const Draws d(rng);
+      flip_h = p.augment.hflip && d.uniform(kHflip) < 0.5;
+      flip_v = p.augment.vflip && d.uniform(kVflip) < 0.5;
+    }
   }
-  resize_into(*cur, p.height, p.width, out, &norm);
+  resize_into(*cur, p.height, p.width, out, &norm, flip_h, flip_v);
 }
 
 }  // namespace cxr::data

@@ -575,6 +575,34 @@ TEST(Decode, FromFileMatchesMemory) {
   expect_same(decode_image(dir.file("x.png")), pc.expected);
 }
 
+TEST(Decode, IntoReusesOneImage) {
+  // One Image takes file after file: each result equals a fresh decode, a smaller image
+  // reuses the allocation, and a bad file in between leaves the buffer usable.
+  testimg::TempDir dir;
+  const PngCase rgb = make_png(PNG_COLOR_TYPE_RGB, 8, false);
+  const PngCase gray16 = make_png(PNG_COLOR_TYPE_GRAY, 16, true);
+  JpegSpec spec;
+  spec.width = kQw, spec.height = kQh, spec.quality = 95;
+  spec.app1 = testimg::exif_app1(6, false);
+  const auto jpg = testimg::libjpeg_write(spec, quadrant_pixels());
+  Image buf;
+  DecodeOptions three;
+  three.channels = 3;
+  decode_image_memory_into(rgb.bytes.data(), rgb.bytes.size(), "rgb.png", three, buf);
+  expect_same(buf, rgb.expected);
+  const float* first = buf.data.data();
+  decode_image_memory_into(gray16.bytes.data(), gray16.bytes.size(), "g16.png", {}, buf);
+  expect_same(buf, gray16.expected);
+  if (gray16.expected.data.size() <= rgb.expected.data.size()) EXPECT_EQ(buf.data.data(), first);
+  const std::vector<uint8_t> cut(jpg.begin(), jpg.begin() + static_cast<std::ptrdiff_t>(jpg.size() / 2));
+  EXPECT_THROW(decode_image_memory_into(cut.data(), cut.size(), "cut.jpg", {}, buf), FileError);
+  decode_image_memory_into(jpg.data(), jpg.size(), "o6.jpg", {}, buf);
+  expect_same(buf, decode_image_memory(jpg.data(), jpg.size(), "o6.jpg"));
+  testimg::write_bytes(dir.file("x.png"), rgb.bytes);
+  decode_image_into(dir.file("x.png"), three, buf);
+  expect_same(buf, rgb.expected);
+}
+
 // ------------------------------------------------------------------ threads
 
 TEST(Decode, FourThreadsAtOnce) {

@@ -731,6 +731,42 @@ TEST(Pipeline, TrainEqualsComposition) {
   }
 }
 
+TEST(Pipeline, FlipsAloneEqualFlipThenResize) {
+  // With flips as the only augmentation the pipeline resizes the decoded image read
+  // mirrored instead of flipping a copy; the bytes must equal the composition for every
+  // resize path (shrink, enlarge, identity, mixed axes) and every flip outcome.
+  const int shapes[][4] = {{37, 53, 16, 20}, {12, 9, 30, 25}, {20, 30, 20, 30}, {20, 31, 20, 12},
+                           {20, 31, 44, 31}, {41, 10, 13, 22}, {9, 40, 27, 11}, {64, 64, 7, 64}};
+  for (const auto& sh : shapes) {
+    for (int ch : {1, 3}) {
+      const Image decoded = dyadic_image(ch, sh[0], sh[1], 7 + sh[0]);
+      for (int mode = 1; mode <= 3; ++mode) {
+        Pipeline p;
+        p.channels = ch;
+        p.height = sh[2];
+        p.width = sh[3];
+        p.augment.hflip = mode & 1;
+        p.augment.vflip = mode & 2;
+        const size_t n = static_cast<size_t>(ch) * sh[2] * sh[3];
+        bool flipped = false;
+        for (int i = 0; i < 8; ++i) {
+          SCOPED_TRACE(std::to_string(sh[0]) + "x" + std::to_string(sh[1]) + " -> " + std::to_string(sh[2]) + "x" +
+                       std::to_string(sh[3]) + " ch " + std::to_string(ch) + " mode " + std::to_string(mode) +
+                       " sample " + std::to_string(i));
+          std::vector<float> out(n, std::nanf(""));
+          run_pipeline(decoded, p, true, srng(i, 2), out.data());
+          const Image aug = augment(decoded, p.augment, srng(i, 2));
+          flipped |= !same_bytes(aug, decoded);
+          Image expect = resize(aug, sh[2], sh[3]);
+          normalize(expect, p.mean, p.stddev);
+          ASSERT_EQ(std::memcmp(out.data(), expect.data.data(), n * sizeof(float)), 0);
+        }
+        EXPECT_TRUE(flipped);
+      }
+    }
+  }
+}
+
 // ---------------------------------------------------------------- threads
 
 TEST(Reproducibility, SameBytesAcrossThreadCountsAndOrders) {
