@@ -248,9 +248,11 @@ int exif_orientation(const uint8_t* p, size_t n) {
 
 bool orientation_swaps(int o) { return o >= 5; }
 
-// The displayed image for an EXIF orientation: displayed (x, y) takes stored (sx, sy).
-Image apply_orientation(Image&& in, int o) {
-  if (o <= 1 || o > 8) return std::move(in);
+// Turns `img` into the displayed image for an EXIF orientation: displayed (x, y) takes
+// stored (sx, sy). Orientation 1 (or an unknown value) leaves it as it is.
+void apply_orientation(Image& img, int o) {
+  if (o <= 1 || o > 8) return;
+  const Image in = std::move(img);
   const int w = in.width, h = in.height;
   Image out = orientation_swaps(o) ? Image(in.channels, w, h) : Image(in.channels, h, w);
   for (int c = 0; c < in.channels; ++c) {
@@ -273,7 +275,7 @@ Image apply_orientation(Image&& in, int o) {
       }
     }
   }
-  return out;
+  img = std::move(out);
 }
 
 // ------------------------------------------------------------------ JPEG
@@ -507,7 +509,7 @@ void decode_jpeg(const uint8_t* data, size_t size, const std::string& name, cons
     std::copy_n(img.plane(0), img.plane_size(), img.plane(1));
     std::copy_n(img.plane(0), img.plane_size(), img.plane(2));
   }
-  if (orientation > 1) img = apply_orientation(std::move(img), orientation);
+  apply_orientation(img, orientation);
 }
 
 ImageInfo probe_jpeg(const uint8_t* data, size_t size, const std::string& name, const DecodeLimits& limits,

@@ -54,6 +54,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "kernels/cpu/scratch.h"
 #include "runtime/rng.h"
 
 namespace cxr::data {
@@ -225,16 +226,6 @@ inline void finish_row(float* row, int n, const Norm* norm, int c) {
   for (int i = 0; i < n; ++i) row[i] = (row[i] - m) / s;
 }
 
-// Scratch floats for the resize passes. Up to 4 MiB is kept per thread between calls (the
-// loader's workers resize image after image); larger requests use `local`.
-float* resize_scratch(size_t n, std::vector<float>& local) {
-  thread_local std::vector<float> kept;
-  constexpr size_t kKeepFloats = size_t{1} << 20;
-  std::vector<float>& v = n <= kKeepFloats ? kept : local;
-  if (v.size() < n) v.resize(n);
-  return v.data();
-}
-
 // Resizes `img` into `out` (channels * oh * ow floats), normalizing each output row
 // while it is in cache when `norm` is given. flip_h / flip_v resize the mirrored image
 // (bit-identical to flipping first) by reading the input reversed.
@@ -251,10 +242,9 @@ void resize_into(const Image& img, int oh, int ow, float* out, const Norm* norm,
   const size_t out_plane = static_cast<size_t>(oh) * ow;
   const bool rows_first = !ty.identity && oh <= ih;
   const bool direct = tx.identity && !flip_h;  // a horizontal pass would be a plain copy
-  std::vector<float> local;
-  float* tmp = nullptr;
-  if (rows_first && !direct) tmp = resize_scratch(static_cast<size_t>(iw), local);
-  if (!ty.identity && !rows_first && !direct) tmp = resize_scratch(static_cast<size_t>(ih) * ow, local);
+  float* tmp = nullptr;  // one row of iw (rows first) or the ih x ow plane
+  if (!ty.identity && !direct)
+    tmp = cpu::thread_scratch(cpu::kScratchResize, rows_first ? static_cast<size_t>(iw) : static_cast<size_t>(ih) * ow);
   for (int c = 0; c < img.channels; ++c) {
     const float* src = img.plane(c);
     const auto in_row = [&](int y) { return src + static_cast<size_t>(flip_v ? ih - 1 - y : y) * iw; };
@@ -416,6 +406,14 @@ enum DrawIndex : int {
   kErase = 48, kEraseTop = 49, kEraseLeft = 50, kEraseAttempts = 52,
 };
 constexpr int kAttempts = 10;
+
+// Whether a sample is flipped (each asked-for flip with probability 1/2).
+struct Flips {
+  bool h = false, v = false;
+};
+Flips draw_flips(const AugmentOptions& o, const Draws& d) {
+  return {o.hflip && d.uniform(kHflip) < 0.5, o.vflip && d.uniform(kVflip) < 0.5};
+}
 
 // torchvision's RandomResizedCrop sampling: area fraction in [scale_min, 1], aspect
 // log-uniform in [3/4, 4/3]; after 10 misses, the largest centred crop with the aspect
@@ -642,8 +640,9 @@ Image augment(const Image& img, const AugmentOptions& opts, const SampleRng& rng
     src = &cur;
   }
   if (src != &cur) cur = img;
-  if (opts.hflip && d.uniform(kHflip) < 0.5) hflip_inplace(cur);
-  if (opts.vflip && d.uniform(kVflip) < 0.5) vflip_inplace(cur);
+  const Flips f = draw_flips(opts, d);
+  if (f.h) hflip_inplace(cur);
+  if (f.v) vflip_inplace(cur);
 
   if (opts.brightness > 0 || opts.contrast > 0) {
     if (opts.brightness > 0) {
@@ -694,9 +693,9 @@ void run_pipeline(const Image& decoded, const Pipeline& p, bool train, const Sam
     } else {
       // Flips alone: the resize reads the image mirrored (bit-identical to flipping a copy
       // first, with the same draws as augment), so the decoded image is not copied.
-      const Draws d(rng);
-      flip_h = p.augment.hflip && d.uniform(kHflip) < 0.5;
-      flip_v = p.augment.vflip && d.uniform(kVflip) < 0.5;
+      const Flips f = draw_flips(p.augment, Draws(rng));
+      flip_h = f.h;
+      flip_v = f.v;
     }
   }
   resize_into(*cur, p.height, p.width, out, &norm, flip_h, flip_v);

@@ -1,4 +1,4 @@
-// Per-thread scratch blocks for the CPU kernels: 64-byte aligned, grown on demand, never
+// Per-thread scratch blocks for the CPU kernels (and the image resize): 64-byte aligned, grown on demand, never
 // value-initialised, kept for the thread's life (pool workers reuse them every call).
 // Each user has its own slot, so a kernel holding one block may call another that uses
 // a different one.
@@ -14,6 +14,7 @@ enum ScratchSlot : int {
   kScratchConvRows,    // one channel's im2col rows
   kScratchConvPackedB, // a convolution tile's packed B
   kScratchConvOut,     // a multi-image tile's output before the scatter
+  kScratchResize,      // data::resize's intermediate rows (the loader's workers)
   kScratchSlots
 };
 
